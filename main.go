@@ -1,0 +1,51 @@
+// Command orch runs a Kubernetes-style cluster from one binary: `orch server`
+// runs the control plane (and by default workloads), `orch agent` joins more
+// machines. See README.md and DESIGN.md.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is stamped by the Makefile with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	// The container init re-exec hook (libcontainer) goes here, before
+	// anything else runs.
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newApp().RunContext(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "orch:", err)
+		os.Exit(1)
+	}
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:    "orch",
+		Usage:   "a lean Kubernetes-compatible cluster in one binary",
+		Version: version,
+		Commands: []*cli.Command{
+			versionCommand(),
+		},
+	}
+}
+
+func versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print the orch version",
+		Action: func(c *cli.Context) error {
+			_, err := fmt.Fprintf(c.App.Writer, "orch version %s\n", version)
+			return err
+		},
+	}
+}
