@@ -1,0 +1,315 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// DB is the bbolt implementation of Store. Writes from all goroutines go to
+// one committer goroutine that groups whatever is queued into a single
+// transaction (one fsync for the group, each write checked on its own); a
+// write returns once its transaction is on disk. Committed changes are kept
+// on disk as a bounded history (for watches that resume and lists at a past
+// revision) and in memory as a ring of recent events (for live watchers).
+// Nothing is written while no write is requested: no timers, no background
+// compaction.
+type DB struct {
+	cfg  Config
+	log  *slog.Logger
+	bolt *bolt.DB
+
+	// compactRev is the newest revision no longer in the history; it is
+	// published by the committer after each commit.
+	compactRev atomic.Int64
+
+	ops     chan *op      // to the committer; unbuffered
+	closing chan struct{} // closed by Close
+	commitDone chan struct{}
+	hub     *hub
+
+	mu       sync.Mutex // guards closed and watchers.Add
+	closed   bool
+	watchers sync.WaitGroup
+	closeErr error
+	closeOne sync.Once
+}
+
+var _ Store = (*DB)(nil)
+
+// Open opens (creating if needed) the database file cfg.Path. An existing
+// file is checked first; damage gives an error wrapping ErrCorrupt and
+// naming the file, and a file held by another process gives ErrInUse after
+// cfg.OpenTimeout.
+func Open(cfg Config, log *slog.Logger) (*DB, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		return nil, fmt.Errorf("store: Open: nil logger")
+	}
+	bdb, st, err := openBolt(cfg)
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{
+		cfg:        cfg,
+		log:        log,
+		bolt:       bdb,
+		ops:        make(chan *op),
+		closing:    make(chan struct{}),
+		commitDone: make(chan struct{}),
+		hub:        newHub(cfg.WatchCacheSize, st.rev),
+	}
+	db.compactRev.Store(st.compact)
+	go db.commitLoop()
+	log.Info("store opened", "path", cfg.Path, "revision", st.rev, "compacted", st.compact,
+		"history", cfg.HistorySize, "new", st.fresh)
+	return db, nil
+}
+
+// Close stops the committer (queued writes fail with ErrClosed), ends every
+// watcher with ErrClosed and closes the file. Safe to call twice.
+func (db *DB) Close() error {
+	db.closeOne.Do(func() {
+		db.mu.Lock()
+		db.closed = true
+		db.mu.Unlock()
+		close(db.closing)
+		<-db.commitDone
+		db.watchers.Wait()
+		if err := db.bolt.Close(); err != nil {
+			db.closeErr = fmt.Errorf("store: close %s: %w", db.cfg.Path, err)
+		}
+		db.log.Info("store closed", "path", db.cfg.Path, "revision", db.Revision())
+	})
+	return db.closeErr
+}
+
+// Path is the database file.
+func (db *DB) Path() string { return db.cfg.Path }
+
+// Revision is the revision of the last durable write.
+func (db *DB) Revision() int64 { return db.hub.revision() }
+
+func (db *DB) isClosed() bool {
+	select {
+	case <-db.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// view runs a read transaction, mapping a closed bbolt to ErrClosed.
+func (db *DB) view(fn func(tx *bolt.Tx) error) error {
+	if db.isClosed() {
+		return ErrClosed
+	}
+	err := db.bolt.View(fn)
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+func checkKey(key string) error {
+	if key == "" {
+		return fmt.Errorf("store: empty key")
+	}
+	if len(key) > bolt.MaxKeySize {
+		return fmt.Errorf("store: key of %d bytes, the limit is %d", len(key), bolt.MaxKeySize)
+	}
+	return nil
+}
+
+// Get returns the current value of key.
+func (db *DB) Get(ctx context.Context, key string) (KeyValue, error) {
+	if err := ctx.Err(); err != nil {
+		return KeyValue{}, err
+	}
+	if err := checkKey(key); err != nil {
+		return KeyValue{}, err
+	}
+	var kv KeyValue
+	err := db.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketKV).Get([]byte(key))
+		if v == nil {
+			return fmt.Errorf("get %q: %w", key, ErrNotFound)
+		}
+		var err error
+		kv, err = decodeKV(key, v)
+		return err
+	})
+	return kv, err
+}
+
+// keyState is a key as it stood at a past revision: absent (kv nil) or kv.
+type keyState struct {
+	key string
+	kv  *KeyValue
+}
+
+// List returns the keys under prefix in key order, at opts.Revision (or
+// now), from after opts.Continue, at most opts.Limit of them. Remaining is
+// exact. A list at a past revision reads the current keys and undoes the
+// history after that revision, so it costs one pass over that history.
+func (db *DB) List(ctx context.Context, prefix string, opts ListOptions) (ListResult, error) {
+	if err := ctx.Err(); err != nil {
+		return ListResult{}, err
+	}
+	switch {
+	case opts.Limit < 0:
+		return ListResult{}, fmt.Errorf("store: list %q: negative limit %d", prefix, opts.Limit)
+	case opts.Revision < 0:
+		return ListResult{}, fmt.Errorf("store: list %q: negative revision %d", prefix, opts.Revision)
+	case opts.Continue != "" && !strings.HasPrefix(opts.Continue, prefix):
+		return ListResult{}, fmt.Errorf("store: list %q: continue key %q is outside the prefix", prefix, opts.Continue)
+	}
+	start := []byte(prefix)
+	if opts.Continue != "" {
+		start = append([]byte(opts.Continue), 0)
+	}
+	res := ListResult{Remaining: 0}
+	err := db.view(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		cur, err := decodeRevKey(meta.Get(metaRev))
+		if err != nil {
+			return err
+		}
+		compact, err := decodeRevKey(meta.Get(metaCompact))
+		if err != nil {
+			return err
+		}
+		at := opts.Revision
+		if at == 0 {
+			at = cur
+		}
+		switch {
+		case at > cur:
+			return fmt.Errorf("list %q at revision %d, current is %d: %w", prefix, at, cur, ErrFutureRevision)
+		case at < compact:
+			return fmt.Errorf("list %q at revision %d, compacted up to %d: %w", prefix, at, compact, ErrCompacted)
+		}
+		res.Revision = at
+		var past []keyState
+		if at < cur {
+			if past, err = pastStates(tx, at, cur, start, prefix); err != nil {
+				return err
+			}
+		}
+		return listMerge(ctx, tx.Bucket(bucketKV).Cursor(), start, []byte(prefix), past, opts.Limit, &res)
+	})
+	if err != nil {
+		if errors.Is(err, ErrClosed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return ListResult{}, err
+		}
+		return ListResult{}, fmt.Errorf("store: %w", err)
+	}
+	return res, nil
+}
+
+// pastStates returns, sorted by key, the state at revision at of every key
+// under prefix (from start on) changed after at: the Prev of its first
+// change after at (absent if that change created it).
+func pastStates(tx *bolt.Tx, at, cur int64, start []byte, prefix string) ([]keyState, error) {
+	seen := make(map[string]bool)
+	var out []keyState
+	c := tx.Bucket(bucketHistory).Cursor()
+	for k, v := c.Seek(revKey(at + 1)); k != nil; k, v = c.Next() {
+		rev, err := decodeRevKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if rev > cur {
+			break
+		}
+		// Peek at the key before decoding the whole entry.
+		key, err := eventKey(rev, v)
+		if err != nil {
+			return nil, err
+		}
+		if !strings.HasPrefix(key, prefix) || key < string(start) || seen[key] {
+			continue
+		}
+		seen[key] = true
+		e, err := decodeEvent(rev, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, keyState{key: key, kv: e.Prev})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
+	return out, nil
+}
+
+// listMerge walks the current keys from start and the past states (which
+// override the current ones) together in key order, filling res.
+func listMerge(ctx context.Context, c *bolt.Cursor, start, prefix []byte, past []keyState, limit int64, res *ListResult) error {
+	k, v := c.Seek(start)
+	var last string
+	full := false
+	for n := 0; ; n++ {
+		if n%4096 == 4095 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if k != nil && !bytes.HasPrefix(k, prefix) {
+			k = nil
+		}
+		if k == nil && len(past) == 0 {
+			break
+		}
+		var (
+			kv  *KeyValue
+			key string
+		)
+		switch {
+		case len(past) > 0 && (k == nil || past[0].key <= string(k)):
+			if k != nil && past[0].key == string(k) {
+				k, v = c.Next()
+			}
+			key, kv = past[0].key, past[0].kv
+			past = past[1:]
+		default:
+			key = string(k)
+			if !full {
+				d, err := decodeKV(key, v)
+				if err != nil {
+					return err
+				}
+				kv = &d
+			} else {
+				kv = &KeyValue{} // present; only counted
+			}
+			k, v = c.Next()
+		}
+		if kv == nil {
+			continue
+		}
+		if full {
+			res.Remaining++
+			continue
+		}
+		res.KVs = append(res.KVs, *kv)
+		last = key
+		if limit > 0 && int64(len(res.KVs)) == limit {
+			full = true
+		}
+	}
+	if res.Remaining > 0 {
+		res.Continue = last
+	}
+	return nil
+}

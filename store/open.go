@@ -1,0 +1,210 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// state is what Open reads back from an existing database.
+type state struct {
+	rev, compact int64
+	fresh        bool // no orch data yet: buckets must be created
+}
+
+// boltOptions are the options of the read-write handle: fsync on every
+// commit (NoSync false), the freelist rebuilt at open rather than written on
+// every commit (as etcd does), and the hashmap freelist.
+func boltOptions() *bolt.Options {
+	return &bolt.Options{
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	}
+}
+
+// openBolt opens (and checks) the file of cfg. An existing file is first
+// opened read-only and verified: the meta pages (bbolt), that the file holds
+// every page the meta page refers to (a truncated file), bbolt's consistency
+// check unless skipped, and orch's own schema. Only then is it opened for
+// writing, so a damaged file is reported, never reset or written to.
+func openBolt(cfg Config) (*bolt.DB, state, error) {
+	var st state
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
+		return nil, st, fmt.Errorf("store: create directory of %s: %w", cfg.Path, err)
+	}
+	info, err := os.Stat(cfg.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		st.fresh = true
+	case err != nil:
+		return nil, st, fmt.Errorf("store: %s: %w", cfg.Path, err)
+	case !info.Mode().IsRegular():
+		return nil, st, fmt.Errorf("store: %s is not a regular file", cfg.Path)
+	case info.Size() == 0:
+		return nil, st, fmt.Errorf("store: %s is empty (truncated?); move it away to start a new database: %w", cfg.Path, ErrCorrupt)
+	default:
+		if st, err = verify(cfg); err != nil {
+			return nil, st, err
+		}
+	}
+
+	opts := boltOptions()
+	opts.Timeout = cfg.OpenTimeout
+	db, err := bolt.Open(cfg.Path, 0o600, opts)
+	if err != nil {
+		return nil, st, openError(cfg.Path, err)
+	}
+	if st.fresh {
+		if err := initialize(db); err != nil {
+			_ = db.Close()
+			return nil, st, fmt.Errorf("store: initialize %s: %w", cfg.Path, err)
+		}
+		if err := syncDir(filepath.Dir(cfg.Path)); err != nil {
+			_ = db.Close()
+			return nil, st, fmt.Errorf("store: %w", err)
+		}
+	}
+	return db, st, nil
+}
+
+// openError maps bbolt's open errors to the store's sentinels.
+func openError(path string, err error) error {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return fmt.Errorf("store: %s: file lock still held after the open timeout: %w", path, ErrInUse)
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("store: open %s: %w", path, err)
+	default:
+		// ErrInvalid, ErrChecksum, ErrVersionMismatch, "file size too small",
+		// mapping failures of a damaged file...
+		return fmt.Errorf("store: open %s: %w (%w)", path, ErrCorrupt, err)
+	}
+}
+
+// verify opens an existing file read-only (a shared lock, so a writer in
+// another process still makes it fail with ErrInUse) and checks it.
+func verify(cfg Config) (state, error) {
+	var st state
+	opts := boltOptions()
+	opts.ReadOnly = true
+	opts.Timeout = cfg.OpenTimeout
+	db, err := bolt.Open(cfg.Path, 0o600, opts)
+	if err != nil {
+		return st, openError(cfg.Path, err)
+	}
+	defer db.Close()
+	info, err := os.Stat(cfg.Path)
+	if err != nil {
+		return st, fmt.Errorf("store: %s: %w", cfg.Path, err)
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		if need := tx.Size(); need > info.Size() {
+			return fmt.Errorf("file has %d bytes but its meta page refers to %d: truncated", info.Size(), need)
+		}
+		if !cfg.SkipIntegrityCheck {
+			for cerr := range tx.Check() {
+				if err == nil {
+					err = fmt.Errorf("bbolt consistency check: %w", cerr)
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		st, err = readState(tx)
+		return err
+	})
+	if err != nil {
+		return st, fmt.Errorf("store: %s: %w: %w", cfg.Path, ErrCorrupt, err)
+	}
+	return st, nil
+}
+
+// readState checks orch's schema and returns the revisions it holds. A
+// bbolt file without any bucket is a database whose initialization did not
+// complete: it is fresh.
+func readState(tx *bolt.Tx) (state, error) {
+	var st state
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		if k, _ := tx.Cursor().First(); k == nil {
+			st.fresh = true
+			return st, nil
+		}
+		return st, fmt.Errorf("not an orch store (no %q bucket)", bucketMeta)
+	}
+	if f := meta.Get(metaFormat); !bytes.Equal(f, formatMarker) {
+		return st, fmt.Errorf("unknown format %q, want %q", f, formatMarker)
+	}
+	if tx.Bucket(bucketKV) == nil || tx.Bucket(bucketHistory) == nil {
+		return st, fmt.Errorf("missing %q or %q bucket", bucketKV, bucketHistory)
+	}
+	var err error
+	if st.rev, err = decodeRevKey(meta.Get(metaRev)); err != nil {
+		return st, fmt.Errorf("current revision: %w", err)
+	}
+	if st.compact, err = decodeRevKey(meta.Get(metaCompact)); err != nil {
+		return st, fmt.Errorf("compacted revision: %w", err)
+	}
+	if st.rev < 0 || st.compact < 0 || st.compact > st.rev {
+		return st, fmt.Errorf("revision %d, compacted revision %d", st.rev, st.compact)
+	}
+	// History holds exactly the revisions (compact, rev].
+	c := tx.Bucket(bucketHistory).Cursor()
+	first, _ := c.First()
+	last, _ := c.Last()
+	if st.rev == st.compact {
+		if first != nil {
+			return st, fmt.Errorf("history not empty at compacted revision %d", st.rev)
+		}
+		return st, nil
+	}
+	f, ferr := decodeRevKey(first)
+	l, lerr := decodeRevKey(last)
+	if ferr != nil || lerr != nil || f != st.compact+1 || l != st.rev {
+		return st, fmt.Errorf("history does not cover revisions %d to %d", st.compact+1, st.rev)
+	}
+	return st, nil
+}
+
+func initialize(db *bolt.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		for _, b := range [][]byte{bucketKV, bucketHistory} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if meta.Get(metaFormat) != nil {
+			return nil
+		}
+		if err := meta.Put(metaFormat, formatMarker); err != nil {
+			return err
+		}
+		if err := meta.Put(metaRev, revKey(0)); err != nil {
+			return err
+		}
+		return meta.Put(metaCompact, revKey(0))
+	})
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
