@@ -32,10 +32,10 @@ type DB struct {
 	// published by the committer after each commit.
 	compactRev atomic.Int64
 
-	ops     chan *op      // to the committer; unbuffered
-	closing chan struct{} // closed by Close
+	ops        chan *op      // to the committer; unbuffered
+	closing    chan struct{} // closed by Close
 	commitDone chan struct{}
-	hub     *hub
+	hub        *hub
 
 	mu       sync.Mutex // guards closed and watchers.Add
 	closed   bool
