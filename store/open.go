@@ -18,13 +18,21 @@ type state struct {
 	fresh        bool // no orch data yet: buckets must be created
 }
 
-// boltOptions are the options of the read-write handle: fsync on every
-// commit (NoSync false), the freelist rebuilt at open rather than written on
-// every commit (as etcd does), and the hashmap freelist.
+// boltOptions: fsync on every commit (NoSync false) and the hashmap
+// freelist. The freelist is written with every commit (NoFreelistSync
+// false, unlike etcd): rebuilding it at open walks the whole tree in a
+// goroutine of bbolt's whose panic on a damaged page cannot be recovered, so
+// a damaged file would crash the process instead of failing Open.
 func boltOptions() *bolt.Options {
-	return &bolt.Options{
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
+	return &bolt.Options{FreelistType: bolt.FreelistMapType}
+}
+
+// catchCorrupt turns a panic of bbolt's on a damaged file (they assert
+// page types and ids) into an error wrapping ErrCorrupt. Used only around
+// opening and checking a file, where damage is expected input.
+func catchCorrupt(path string, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("store: %s: %w: bbolt: %v", path, ErrCorrupt, r)
 	}
 }
 
@@ -33,7 +41,8 @@ func boltOptions() *bolt.Options {
 // every page the meta page refers to (a truncated file), bbolt's consistency
 // check unless skipped, and orch's own schema. Only then is it opened for
 // writing, so a damaged file is reported, never reset or written to.
-func openBolt(cfg Config) (*bolt.DB, state, error) {
+func openBolt(cfg Config) (_ *bolt.DB, _ state, err error) {
+	defer catchCorrupt(cfg.Path, &err)
 	var st state
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
 		return nil, st, fmt.Errorf("store: create directory of %s: %w", cfg.Path, err)
@@ -89,7 +98,8 @@ func openError(path string, err error) error {
 
 // verify opens an existing file read-only (a shared lock, so a writer in
 // another process still makes it fail with ErrInUse) and checks it.
-func verify(cfg Config) (state, error) {
+func verify(cfg Config) (_ state, err error) {
+	defer catchCorrupt(cfg.Path, &err)
 	var st state
 	opts := boltOptions()
 	opts.ReadOnly = true
