@@ -1,0 +1,513 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer/streaming"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/orch-dev/orch/store"
+)
+
+func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, sv *served, ri requestInfo) {
+	out, err := s.negotiate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	obj, err := s.objs.get(r.Context(), sv.k, ri.namespace, ri.name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	body, err := s.renderOne(sv, out, obj, true)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeObjectAs(w, r, out, http.StatusOK, body)
+}
+
+// filter is a request's label and field selectors.
+type filter struct {
+	labels labels.Selector
+	fields fields.Selector
+}
+
+func parseFilter(r *http.Request) (filter, error) {
+	q := r.URL.Query()
+	f := filter{labels: labels.Everything(), fields: fields.Everything()}
+	if ls := q.Get("labelSelector"); ls != "" {
+		sel, err := labels.Parse(ls)
+		if err != nil {
+			return f, apierrors.NewBadRequest(fmt.Sprintf("unable to parse requirement: %v", err))
+		}
+		f.labels = sel
+	}
+	if fs := q.Get("fieldSelector"); fs != "" {
+		sel, err := fields.ParseSelector(fs)
+		if err != nil {
+			return f, apierrors.NewBadRequest(fmt.Sprintf("invalid field selector: %v", err))
+		}
+		f.fields = sel
+	}
+	return f, nil
+}
+
+func (f filter) empty() bool { return f.labels.Empty() && f.fields.Empty() }
+
+func (f filter) matches(k *kind, obj runtime.Object) bool {
+	if f.empty() {
+		return true
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return false
+	}
+	if !f.labels.Matches(labels.Set(m.GetLabels())) {
+		return false
+	}
+	if f.fields.Empty() {
+		return true
+	}
+	return f.fields.Matches(k.objectFields(obj, m))
+}
+
+// checkFieldSelector refuses field selectors on fields the kind does not
+// index, as upstream does.
+func checkFieldSelector(k *kind, f filter) error {
+	if f.fields.Empty() {
+		return nil
+	}
+	set := k.objectFields(k.newObj(), &metav1.ObjectMeta{})
+	for _, req := range f.fields.Requirements() {
+		if _, ok := set[req.Field]; !ok {
+			return apierrors.NewBadRequest(fmt.Sprintf("field label not supported: %s", req.Field))
+		}
+	}
+	return nil
+}
+
+type continueToken struct {
+	V     string `json:"v"`
+	RV    int64  `json:"rv"`
+	Start string `json:"start"`
+}
+
+func encodeContinue(rv int64, start string) string {
+	b, _ := json.Marshal(continueToken{V: "meta.k8s.io/v1", RV: rv, Start: start})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeContinue(s string) (continueToken, error) {
+	var t continueToken
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err == nil {
+		err = json.Unmarshal(b, &t)
+	}
+	if err != nil || t.V != "meta.k8s.io/v1" || t.RV <= 0 {
+		return t, apierrors.NewBadRequest("continue key is not valid")
+	}
+	return t, nil
+}
+
+// listResult is one page of matching objects.
+type listResult struct {
+	items     []runtime.Object
+	rv        int64
+	cont      string
+	remaining *int64
+}
+
+// list reads the objects of a kind in a namespace that match f, honouring
+// limit, continue and resourceVersion as upstream.
+func (s *Server) list(ctx context.Context, k *kind, ns string, f filter, q map[string][]string) (*listResult, error) {
+	get := func(key string) string {
+		if v := q[key]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	var limit int64
+	if l := get("limit"); l != "" {
+		v, err := strconv.ParseInt(l, 10, 64)
+		if err != nil || v < 0 {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid limit %q", l))
+		}
+		limit = v
+	}
+	opts := store.ListOptions{}
+	if c := get("continue"); c != "" {
+		t, err := decodeContinue(c)
+		if err != nil {
+			return nil, err
+		}
+		opts.Revision, opts.Continue = t.RV, t.Start
+	} else if rvs := get("resourceVersion"); rvs != "" && rvs != "0" {
+		rv, err := parseRV(rvs)
+		if err != nil {
+			return nil, err
+		}
+		if get("resourceVersionMatch") == string(metav1.ResourceVersionMatchExact) {
+			opts.Revision = rv
+		} else if cur := s.st.Revision(); rv > cur {
+			return nil, apierrors.NewTimeoutError(fmt.Sprintf("Too large resource version: %d, current: %d", rv, cur), 1)
+		}
+	}
+	res := &listResult{}
+	prefix := k.prefix(ns)
+	for {
+		page := opts
+		if limit > 0 {
+			page.Limit = limit - int64(len(res.items))
+			if !f.empty() && page.Limit < 100 {
+				page.Limit = 100
+			}
+		}
+		lr, err := s.st.List(ctx, prefix, page)
+		if err != nil {
+			if apierrors.IsResourceExpired(storeError(k, "", err)) && opts.Continue != "" {
+				return nil, apierrors.NewResourceExpired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.")
+			}
+			return nil, storeError(k, "", err)
+		}
+		res.rv = lr.Revision
+		opts.Revision = lr.Revision
+		for i, kv := range lr.KVs {
+			obj, err := s.objs.decode(ctx, k, kv)
+			if err != nil {
+				return nil, apierrors.NewInternalError(err)
+			}
+			if !f.matches(k, obj) {
+				continue
+			}
+			res.items = append(res.items, obj)
+			if limit > 0 && int64(len(res.items)) >= limit {
+				if i < len(lr.KVs)-1 || lr.Continue != "" {
+					res.cont = encodeContinue(lr.Revision, kv.Key)
+					if f.empty() && lr.Remaining >= 0 {
+						rem := lr.Remaining + int64(len(lr.KVs)-1-i)
+						res.remaining = &rem
+					}
+				}
+				return res, nil
+			}
+		}
+		if lr.Continue == "" {
+			return res, nil
+		}
+		opts.Continue = lr.Continue
+	}
+}
+
+func (s *Server) serveList(w http.ResponseWriter, r *http.Request, sv *served, ri requestInfo) {
+	out, err := s.negotiate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	f, err := parseFilter(r)
+	if err == nil {
+		err = checkFieldSelector(sv.k, f)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	res, err := s.list(r.Context(), sv.k, ri.namespace, f, r.URL.Query())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	lm := metav1.ListMeta{ResourceVersion: strconv.FormatInt(res.rv, 10), Continue: res.cont, RemainingItemCount: res.remaining}
+	switch out.as {
+	case "Table":
+		t, err := s.table(sv, res.items, r.URL.Query().Get("includeObject") != "None" || true, out.asGV, lm)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.writeObjectAs(w, r, out, http.StatusOK, t)
+		return
+	case "PartialObjectMetadataList", "PartialObjectMetadata":
+		l := &metav1.PartialObjectMetadataList{ListMeta: lm}
+		l.TypeMeta = metav1.TypeMeta{APIVersion: out.asGV.String(), Kind: "PartialObjectMetadataList"}
+		for _, obj := range res.items {
+			m, _ := meta.Accessor(obj)
+			l.Items = append(l.Items, metav1.PartialObjectMetadata{
+				TypeMeta:   metav1.TypeMeta{APIVersion: out.asGV.String(), Kind: "PartialObjectMetadata"},
+				ObjectMeta: *objectMetaOf(m)})
+		}
+		s.writeObjectAs(w, r, out, http.StatusOK, l)
+		return
+	}
+	list, err := s.newServedList(sv, res.items)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	lma, _ := meta.ListAccessor(list)
+	lma.SetResourceVersion(lm.ResourceVersion)
+	lma.SetContinue(lm.Continue)
+	lma.SetRemainingItemCount(lm.RemainingItemCount)
+	s.writeObjectAs(w, r, out, http.StatusOK, list)
+}
+
+// newServedList builds the list object of the served version.
+func (s *Server) newServedList(sv *served, items []runtime.Object) (runtime.Object, error) {
+	gvk := sv.gv.WithKind(sv.kindName() + "List")
+	list, err := s.scheme.New(gvk)
+	if err != nil {
+		return nil, err
+	}
+	served := items
+	if sv.legacy {
+		served = make([]runtime.Object, len(items))
+		for i, it := range items {
+			if served[i], err = s.toServed(sv, it); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, it := range served {
+		it.GetObjectKind().SetGroupVersionKind(schema.GroupVersionKind{})
+	}
+	if err := meta.SetList(list, served); err != nil {
+		return nil, err
+	}
+	list.GetObjectKind().SetGroupVersionKind(gvk)
+	return list, nil
+}
+
+// serveWatch streams changes as watch events, with bookmarks and the
+// watch-list protocol (sendInitialEvents) client-go informers use.
+func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, ri requestInfo) {
+	out, err := s.negotiate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if out.info.StreamSerializer == nil {
+		s.writeError(w, r, apierrors.NewBadRequest("no streaming support for "+out.info.MediaType))
+		return
+	}
+	f, err := parseFilter(r)
+	if err == nil {
+		err = checkFieldSelector(sv.k, f)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if ri.name != "" {
+		f.fields = fields.AndSelectors(f.fields, fields.OneTermEqualSelector("metadata.name", ri.name))
+	}
+	q := r.URL.Query()
+	ctx := r.Context()
+	timeout := 30 * time.Minute
+	if ts := q.Get("timeoutSeconds"); ts != "" {
+		if v, err := strconv.Atoi(ts); err == nil && v > 0 {
+			timeout = time.Duration(v) * time.Second
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	sendInitial := q.Get("sendInitialEvents") == "true"
+	bookmarks := q.Get("allowWatchBookmarks") == "true"
+	rvs := q.Get("resourceVersion")
+	if sendInitial && q.Get("resourceVersionMatch") != string(metav1.ResourceVersionMatchNotOlderThan) {
+		s.writeError(w, r, apierrors.NewInvalid(schema.GroupKind{Group: "meta.k8s.io", Kind: "ListOptions"}, "",
+			nil))
+		return
+	}
+	var initial []runtime.Object
+	var from int64
+	if rvs == "" || rvs == "0" || sendInitial {
+		res, err := s.list(ctx, sv.k, ri.namespace, f, nil)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		initial, from = res.items, res.rv
+	} else {
+		if from, err = parseRV(rvs); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	wt, err := s.st.Watch(ctx, sv.k.prefix(ri.namespace), from)
+	if err != nil {
+		s.writeError(w, r, storeError(sv.k, "", err))
+		return
+	}
+	defer wt.Stop()
+
+	flusher, _ := w.(http.Flusher)
+	framer := out.info.StreamSerializer.Framer.NewFrameWriter(w)
+	enc := streaming.NewEncoder(framer, s.codecs.EncoderForVersion(out.info.StreamSerializer.Serializer, schema.GroupVersion{Version: "v1"}))
+	embedded := out.info.Serializer
+	w.Header().Set("Content-Type", out.info.MediaType)
+	w.Header().Set("Transfer-Encoding", "chunked")
+	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	first := true
+	send := func(typ watch.EventType, obj runtime.Object) error {
+		body, err := s.renderOne(sv, out, obj, first)
+		if err != nil {
+			return err
+		}
+		if out.as == "Table" {
+			first = false
+		}
+		var buf bytesBuffer
+		if err := embedded.Encode(body, &buf); err != nil {
+			return err
+		}
+		if err := enc.Encode(&metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: buf.b}}); err != nil {
+			return err
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	}
+	bookmark := func(rv int64, initialEnd bool) error {
+		obj := sv.k.newObj()
+		m, _ := meta.Accessor(obj)
+		m.SetResourceVersion(strconv.FormatInt(rv, 10))
+		if initialEnd {
+			m.SetAnnotations(map[string]string{metav1.InitialEventsAnnotationKey: "true"})
+		}
+		body, err := s.toServed(sv, obj)
+		if err != nil {
+			return err
+		}
+		body.GetObjectKind().SetGroupVersionKind(sv.gvk())
+		var buf bytesBuffer
+		if err := embedded.Encode(body, &buf); err != nil {
+			return err
+		}
+		err = enc.Encode(&metav1.WatchEvent{Type: string(watch.Bookmark), Object: runtime.RawExtension{Raw: buf.b}})
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return err
+	}
+	for _, obj := range initial {
+		if err := send(watch.Added, obj); err != nil {
+			return
+		}
+	}
+	if sendInitial {
+		if err := bookmark(from, true); err != nil {
+			return
+		}
+	}
+	last := from
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if bookmarks {
+				if err := bookmark(last, false); err != nil {
+					return
+				}
+			}
+		case ev, ok := <-wt.Events():
+			if !ok {
+				if err := wt.Err(); err != nil && ctx.Err() == nil {
+					st := storeError(sv.k, "", err).(apierrors.APIStatus).Status()
+					st.Kind, st.APIVersion = "Status", "v1"
+					var buf bytesBuffer
+					if embedded.Encode(&st, &buf) == nil {
+						_ = enc.Encode(&metav1.WatchEvent{Type: string(watch.Error), Object: runtime.RawExtension{Raw: buf.b}})
+					}
+				}
+				return
+			}
+			last = ev.Revision()
+			typ, obj, err := s.watchEvent(ctx, sv.k, f, ev)
+			if err != nil {
+				s.log.Warn("watch decode", "key", ev.KV.Key, "err", err)
+				continue
+			}
+			if obj == nil {
+				continue
+			}
+			if err := send(typ, obj); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// watchEvent turns a store change into the watch event a client with
+// filter f sees: objects entering the selector are ADDED, leaving it DELETED.
+func (s *Server) watchEvent(ctx context.Context, k *kind, f filter, ev store.Event) (watch.EventType, runtime.Object, error) {
+	switch ev.Type {
+	case store.EventCreate:
+		obj, err := s.objs.decode(ctx, k, ev.KV)
+		if err != nil || !f.matches(k, obj) {
+			return "", nil, err
+		}
+		return watch.Added, obj, nil
+	case store.EventDelete:
+		obj, err := s.objs.decode(ctx, k, ev.KV)
+		if err != nil || !f.matches(k, obj) {
+			return "", nil, err
+		}
+		return watch.Deleted, obj, nil
+	}
+	obj, err := s.objs.decode(ctx, k, ev.KV)
+	if err != nil {
+		return "", nil, err
+	}
+	now := f.matches(k, obj)
+	if f.empty() || ev.Prev == nil {
+		if !now {
+			return "", nil, nil
+		}
+		return watch.Modified, obj, nil
+	}
+	prev, err := s.objs.decode(ctx, k, *ev.Prev)
+	if err != nil {
+		return "", nil, err
+	}
+	before := f.matches(k, prev)
+	switch {
+	case now && before:
+		return watch.Modified, obj, nil
+	case now:
+		return watch.Added, obj, nil
+	case before:
+		return watch.Deleted, obj, nil
+	}
+	return "", nil, nil
+}
+
+// bytesBuffer is a minimal io.Writer collecting bytes.
+type bytesBuffer struct{ b []byte }
+
+func (b *bytesBuffer) Write(p []byte) (int, error) {
+	b.b = append(b.b, p...)
+	return len(p), nil
+}
