@@ -183,7 +183,7 @@ func WriteOCILayout(w io.Writer, c Compression, entries ...OCIEntry) error {
 		}
 		if e.Name != "" {
 			desc.Annotations = map[string]string{
-				"io.containerd.image.name":         e.Name,
+				"io.containerd.image.name":          e.Name,
 				"org.opencontainers.image.ref.name": e.Name,
 			}
 		}

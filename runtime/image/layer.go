@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -59,17 +60,75 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // spec.Digest and spec.DiffID, and unpacked in a staging directory that is
 // renamed into place only when everything matched. Concurrent calls for
 // one chain ID share the work.
-func (s *Store) unpackLayer(spec layerSpec, open func() (io.ReadCloser, error), progress func(int64)) error {
+// It reports whether this call created the layer.
+func (s *Store) unpackLayer(spec layerSpec, open func() (io.ReadCloser, error), progress func(int64)) (bool, error) {
 	if s.hasLayer(spec.ChainID) {
-		return nil
+		return false, nil
 	}
+	created := false
 	_, err, _ := s.unpacks.Do(spec.ChainID, func() (any, error) {
 		if s.hasLayer(spec.ChainID) {
 			return nil, nil
 		}
-		return nil, s.doUnpack(spec, open, progress)
+		err := s.doUnpack(spec, open, progress)
+		created = err == nil
+		return nil, err
 	})
-	return err
+	return created, err
+}
+
+// ctxReader fails reads once ctx is done, so a long unpack stops promptly.
+type ctxReader struct {
+	ctx context.Context
+	io.ReadCloser
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.ReadCloser.Read(p)
+}
+
+// discardLayers removes layers a failed operation created, unless an
+// image references them or another operation holds them. The caller
+// holds leases on them (one each).
+func (s *Store) discardLayers(chainIDs []string) error {
+	if len(chainIDs) == 0 {
+		return nil
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	idx, err := s.load()
+	if err != nil {
+		return err
+	}
+	used := map[string]bool{}
+	for _, img := range idx.Images {
+		for _, c := range img.ChainIDs {
+			used[c] = true
+		}
+	}
+	var errs []error
+	for _, c := range chainIDs {
+		if used[c] || s.leases[c] > 1 {
+			continue
+		}
+		stage, err := s.newStaging()
+		if err != nil {
+			return err
+		}
+		if err := os.Rename(s.layerDir(c), filepath.Join(stage, "layer")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		if err := os.RemoveAll(stage); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (s *Store) doUnpack(spec layerSpec, open func() (io.ReadCloser, error), progress func(int64)) (err error) {
@@ -88,7 +147,7 @@ func (s *Store) doUnpack(spec layerSpec, open func() (io.ReadCloser, error), pro
 	}
 	rc, err := open()
 	if err != nil {
-		return fmt.Errorf("open layer %s: %w", spec.DiffID, err)
+		return fmt.Errorf("open: %w", err)
 	}
 	defer rc.Close()
 
@@ -96,20 +155,20 @@ func (s *Store) doUnpack(spec layerSpec, open func() (io.ReadCloser, error), pro
 	cr := &countingReader{r: io.TeeReader(rc, blobHash), progress: progress}
 	plain, closeDec, err := decompress(cr)
 	if err != nil {
-		return fmt.Errorf("layer %s: %w: %w", spec.DiffID, ErrBadArchive, err)
+		return fmt.Errorf("%w: %w", ErrBadArchive, err)
 	}
 	defer closeDec()
 	diffHash := sha256.New()
 	x := newExtractor(diff, s.log)
 	if err := x.extract(io.TeeReader(plain, diffHash)); err != nil {
-		return fmt.Errorf("unpack layer %s: %w", spec.DiffID, err)
+		return fmt.Errorf("unpack: %w", err)
 	}
 	// Hash what follows the tar end marker too, then the rest of the blob.
 	if _, err := io.Copy(diffHash, plain); err != nil {
-		return fmt.Errorf("layer %s: %w: %w", spec.DiffID, ErrBadArchive, err)
+		return fmt.Errorf("%w: %w", ErrBadArchive, err)
 	}
 	if _, err := io.Copy(io.Discard, cr); err != nil {
-		return fmt.Errorf("layer %s: %w", spec.DiffID, err)
+		return err
 	}
 	if spec.Digest != nil {
 		if err := checkHash(blobHash, *spec.Digest, "layer blob"); err != nil {

@@ -119,17 +119,30 @@ func (s *Store) finish(ctx context.Context, ps []*pending, ref string, report fu
 	for _, p := range ps {
 		chains = append(chains, p.img.ChainIDs...)
 	}
-	release := s.lease(chains)
+	slices.Sort(chains)
+	release := s.lease(slices.Compact(chains))
 	defer release()
-	for _, p := range ps {
-		if err := s.unpackAll(ctx, p, ref, report); err != nil {
+	var created []string
+	imgs, err := func() ([]*Image, error) {
+		for _, p := range ps {
+			made, err := s.unpackAll(ctx, p, ref, report)
+			created = append(created, made...)
+			if err != nil {
+				return nil, err
+			}
+		}
+		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-	}
-	if err := ctx.Err(); err != nil {
+		return s.commit(ps)
+	}()
+	if err != nil {
+		if derr := s.discardLayers(created); derr != nil {
+			s.log.Warn("discarding layers of a failed operation", "err", derr)
+		}
 		return nil, err
 	}
-	return s.commit(ps)
+	return imgs, nil
 }
 
 // commit stores blobs, fills sizes and registers images.

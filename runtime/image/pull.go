@@ -186,8 +186,10 @@ func (s *Store) pullFrom(ctx context.Context, r reference, ep endpoint, regs *Re
 }
 
 // unpackAll fetches and unpacks the missing layers of p, a few at a
-// time. The caller holds leases on them.
-func (s *Store) unpackAll(ctx context.Context, p *pending, ref string, report func(Progress)) error {
+// time, and returns the chain IDs it created (also on error). The caller
+// holds leases on them.
+func (s *Store) unpackAll(ctx context.Context, p *pending, ref string, report func(Progress)) ([]string, error) {
+	var created []string
 	var mu sync.Mutex
 	emit := func(pr Progress) {
 		if report == nil {
@@ -200,7 +202,7 @@ func (s *Store) unpackAll(ctx context.Context, p *pending, ref string, report fu
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.cfg.PullConcurrency)
 	for _, l := range p.layers {
-		digest := ""
+		digest := l.spec.DiffID.String()
 		if l.spec.Digest != nil {
 			digest = l.spec.Digest.String()
 		}
@@ -213,12 +215,24 @@ func (s *Store) unpackAll(ctx context.Context, p *pending, ref string, report fu
 				return err
 			}
 			var last int64
-			err := s.unpackLayer(l.spec, l.open, func(n int64) {
+			open := func() (io.ReadCloser, error) {
+				rc, err := l.open()
+				if err != nil {
+					return nil, err
+				}
+				return ctxReader{gctx, rc}, nil
+			}
+			made, err := s.unpackLayer(l.spec, open, func(n int64) {
 				if n-last >= progressStep {
 					last = n
 					emit(Progress{Ref: ref, Layer: digest, Total: l.size, Complete: n})
 				}
 			})
+			if made {
+				mu.Lock()
+				created = append(created, l.spec.ChainID)
+				mu.Unlock()
+			}
 			if err != nil {
 				return fmt.Errorf("layer %s: %w", digest, err)
 			}
@@ -226,7 +240,8 @@ func (s *Store) unpackAll(ctx context.Context, p *pending, ref string, report fu
 			return nil
 		})
 	}
-	return g.Wait()
+	err := g.Wait()
+	return created, err
 }
 
 // remoteErr marks registry "not found" answers with ErrNotFound.
