@@ -1,0 +1,20 @@
+// Package runtime runs a pod's containers on runc's libcontainer, in
+// process: no containerd, no runc binary, no shim daemon.
+//
+// A pod sandbox is a set of pinned namespaces (network, IPC, UTS) bind-mounted
+// under <StateDir>/pods/<uid>/ns plus a pod-wide /dev/shm; each container
+// joins them and gets its own mount and PID namespaces, a cgroup under
+// Config.CgroupRoot and an overlayfs rootfs over the image's layer dirs.
+//
+// Containers outlive the orch process. A small C monitor (monitor.c, run from
+// an ELF constructor when the binary is re-executed, before the Go runtime
+// starts) holds the read ends of the container's stdout and stderr pipes and
+// writes the CRI log file, and holds a pidfd of the container's init from
+// which it records the exit status in a file once the init exits, whoever
+// reaps it. A new Runtime on the same state directory re-adopts what is there
+// (Recover) and removes what belongs to no container (the sweep).
+//
+// The binary that links this package must call [MaybeInit] first thing in
+// main (and test binaries in TestMain): when it is re-executed as a
+// container's init ("init" argument) that call never returns.
+package runtime

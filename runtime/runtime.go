@@ -1,0 +1,224 @@
+package runtime
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+
+	"github.com/opencontainers/cgroups"
+	cgmanager "github.com/opencontainers/cgroups/manager"
+	"github.com/opencontainers/runc/libcontainer"
+)
+
+// Runtime runs pods' containers. It is safe for concurrent use.
+type Runtime struct {
+	cfg Config
+	log *slog.Logger
+
+	mu   sync.Mutex
+	pods map[string]*Sandbox
+	ctrs map[string]*container
+}
+
+// New returns a Runtime keeping its state under cfg.StateDir. Call Recover
+// before using it to adopt what an earlier orch process left running.
+func New(cfg Config, log *slog.Logger) (*Runtime, error) {
+	if cfg.StateDir == "" || !filepath.IsAbs(cfg.StateDir) {
+		return nil, fmt.Errorf("runtime: state dir %q must be an absolute path", cfg.StateDir)
+	}
+	if cfg.LogDir == "" {
+		cfg.LogDir = "/var/log/pods"
+	}
+	if cfg.CgroupRoot == "" {
+		cfg.CgroupRoot = "/orch"
+	}
+	if !filepath.IsAbs(cfg.CgroupRoot) {
+		return nil, fmt.Errorf("runtime: cgroup root %q must be absolute", cfg.CgroupRoot)
+	}
+	if cfg.LogMaxBytes == 0 {
+		cfg.LogMaxBytes = 10 << 20
+	}
+	if cfg.LogMaxFiles == 0 {
+		cfg.LogMaxFiles = 4
+	}
+	if cfg.ShmSize == 0 {
+		cfg.ShmSize = 64 << 20
+	}
+	for _, d := range []string{cfg.StateDir, filepath.Join(cfg.StateDir, "pods"), filepath.Join(cfg.StateDir, "containers"),
+		filepath.Join(cfg.StateDir, "libcontainer"), cfg.LogDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("runtime: %w", err)
+		}
+	}
+	return &Runtime{cfg: cfg, log: log, pods: map[string]*Sandbox{}, ctrs: map[string]*container{}}, nil
+}
+
+func (r *Runtime) lcRoot() string { return filepath.Join(r.cfg.StateDir, "libcontainer") }
+
+func (r *Runtime) ctrDir(id string) string { return filepath.Join(r.cfg.StateDir, "containers", id) }
+
+func (r *Runtime) podCgroup(uid string) string {
+	return filepath.Join(r.cfg.CgroupRoot, "pod"+uid)
+}
+
+// removePodCgroup removes the pod's cgroup (and any container cgroup left
+// below it) in every hierarchy.
+func (r *Runtime) removePodCgroup(uid string) error {
+	m, err := cgmanager.New(&cgroups.Cgroup{Path: r.podCgroup(uid), Resources: &cgroups.Resources{}})
+	if err != nil {
+		return fmt.Errorf("pod cgroup: %w", err)
+	}
+	if err := m.Destroy(); err != nil {
+		return fmt.Errorf("remove pod cgroup: %w", err)
+	}
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$`)
+
+func validName(what, s string) error {
+	if !nameRE.MatchString(s) {
+		return fmt.Errorf("invalid %s %q", what, s)
+	}
+	return nil
+}
+
+func newID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("container id: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Recover adopts what an earlier Runtime on the same state directory left:
+// sandboxes and containers (running ones keep running; the exit status of
+// those that exited meanwhile was recorded by their monitor). Then it sweeps
+// what belongs to nothing: a half-created container or pod, stray mounts,
+// cgroups and libcontainer state.
+func (r *Runtime) Recover() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	pods, err := os.ReadDir(filepath.Join(r.cfg.StateDir, "pods"))
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	for _, e := range pods {
+		uid := e.Name()
+		b, err := os.ReadFile(filepath.Join(r.podDir(uid), "sandbox.json"))
+		var sb Sandbox
+		if err == nil {
+			err = json.Unmarshal(b, &sb)
+		}
+		if err != nil {
+			r.log.Warn("sweeping half-created sandbox", "uid", uid, "err", err)
+			if err := r.cleanupPodDir(uid); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		r.pods[uid] = &sb
+	}
+	ctrs, err := os.ReadDir(filepath.Join(r.cfg.StateDir, "containers"))
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	for _, e := range ctrs {
+		id := e.Name()
+		c, err := r.loadContainer(id)
+		if err == nil && r.pods[c.meta.PodUID] == nil {
+			err = fmt.Errorf("its pod %s is gone", c.meta.PodUID)
+		}
+		if err != nil {
+			r.log.Warn("sweeping container", "id", id, "err", err)
+			if err := r.destroyContainerFiles(id, nil); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		r.ctrs[id] = c
+	}
+	// libcontainer state of containers we do not know.
+	lcs, err := os.ReadDir(r.lcRoot())
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	for _, e := range lcs {
+		if _, ok := r.ctrs[e.Name()]; ok {
+			continue
+		}
+		if err := r.destroyContainerFiles(e.Name(), nil); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("recover: %w", errors.Join(errs...))
+	}
+	r.log.Info("runtime recovered", "pods", len(r.pods), "containers", len(r.ctrs))
+	return nil
+}
+
+// destroyContainerFiles removes what a container may have left: its
+// processes and cgroup (through libcontainer), rootfs mount and files. c may
+// be nil.
+func (r *Runtime) destroyContainerFiles(id string, lc *libcontainer.Container) error {
+	var errs []error
+	if lc == nil {
+		var err error
+		lc, err = libcontainer.Load(r.lcRoot(), id)
+		if err != nil && !errors.Is(err, libcontainer.ErrNotExist) {
+			r.log.Warn("load libcontainer state", "id", id, "err", err)
+		}
+	}
+	if lc != nil {
+		// Kill whatever still runs, then Destroy removes the cgroup and
+		// the libcontainer state.
+		if st, err := lc.Status(); err == nil && st != libcontainer.Stopped {
+			_ = lc.Signal(killSignal)
+		}
+		if err := destroyWithRetry(lc); err != nil {
+			errs = append(errs, fmt.Errorf("destroy %s: %w", id, err))
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(r.lcRoot(), id)); err != nil {
+		errs = append(errs, err)
+	}
+	dir := r.ctrDir(id)
+	if err := unmountAll(filepath.Join(dir, "rootfs")); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

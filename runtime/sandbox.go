@@ -1,0 +1,229 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotFound is returned for an unknown pod or container.
+var ErrNotFound = errors.New("not found")
+
+func (r *Runtime) podDir(uid string) string { return filepath.Join(r.cfg.StateDir, "pods", uid) }
+
+// CreateSandbox creates a pod's namespaces (network, IPC, UTS with the pod's
+// hostname), pins them under <StateDir>/pods/<uid>/ns and mounts the pod's
+// /dev/shm. It is idempotent: an existing sandbox is returned as is.
+func (r *Runtime) CreateSandbox(cfg SandboxConfig) (_ *Sandbox, retErr error) {
+	if err := validName("pod uid", cfg.UID); err != nil {
+		return nil, err
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = cfg.Name
+	}
+	if len(cfg.Hostname) > 64 {
+		cfg.Hostname = cfg.Hostname[:64]
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if sb, ok := r.pods[cfg.UID]; ok {
+		return sb, nil
+	}
+	dir := r.podDir(cfg.UID)
+	if err := os.MkdirAll(filepath.Join(dir, "ns"), 0o700); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", cfg.UID, err)
+	}
+	sb := &Sandbox{Config: cfg, ShmDir: filepath.Join(dir, "shm")}
+	defer func() {
+		if retErr != nil {
+			r.cleanupPodDir(cfg.UID)
+		}
+	}()
+	if err := os.MkdirAll(sb.ShmDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", cfg.UID, err)
+	}
+	if err := unix.Mount("shm", sb.ShmDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC,
+		"mode=1777,size="+strconv.FormatInt(r.cfg.ShmSize, 10)); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: mount shm: %w", cfg.UID, err)
+	}
+	var flags int
+	if !cfg.HostNetwork {
+		flags |= unix.CLONE_NEWNET | unix.CLONE_NEWUTS
+		sb.NetNS = filepath.Join(dir, "ns", "net")
+		sb.UTSNS = filepath.Join(dir, "ns", "uts")
+	}
+	if !cfg.HostIPC {
+		flags |= unix.CLONE_NEWIPC
+		sb.IPCNS = filepath.Join(dir, "ns", "ipc")
+	}
+	if flags != 0 {
+		if err := pinNamespaces(flags, cfg.Hostname, sb); err != nil {
+			return nil, fmt.Errorf("create sandbox %s: %w", cfg.UID, err)
+		}
+	}
+	b, err := json.Marshal(sb)
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", cfg.UID, err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "sandbox.json"), b); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", cfg.UID, err)
+	}
+	r.pods[cfg.UID] = sb
+	r.log.Info("sandbox created", "pod", cfg.Namespace+"/"+cfg.Name, "uid", cfg.UID, "netns", sb.NetNS)
+	return sb, nil
+}
+
+// pinNamespaces unshares the namespaces on a locked OS thread that is thrown
+// away afterwards, and bind-mounts them to the sandbox's ns files.
+func pinNamespaces(flags int, hostname string, sb *Sandbox) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is left locked: when the goroutine returns, the Go
+		// runtime terminates it rather than reuse a thread that lives in
+		// other namespaces.
+		goruntime.LockOSThread()
+		errc <- func() error {
+			if err := unix.Unshare(flags); err != nil {
+				return fmt.Errorf("unshare: %w", err)
+			}
+			if flags&unix.CLONE_NEWUTS != 0 {
+				if err := unix.Sethostname([]byte(hostname)); err != nil {
+					return fmt.Errorf("sethostname %q: %w", hostname, err)
+				}
+			}
+			if flags&unix.CLONE_NEWNET != 0 {
+				// Bring up lo, as a pod's network always has it.
+				if err := loopbackUp(); err != nil {
+					return err
+				}
+			}
+			tid := strconv.Itoa(unix.Gettid())
+			for _, p := range []struct{ path, ns string }{{sb.NetNS, "net"}, {sb.IPCNS, "ipc"}, {sb.UTSNS, "uts"}} {
+				if p.path == "" {
+					continue
+				}
+				if err := bindNS("/proc/self/task/"+tid+"/ns/"+p.ns, p.path); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+	}()
+	return <-errc
+}
+
+func bindNS(src, dst string) error {
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_RDONLY, 0o444)
+	if err != nil {
+		return fmt.Errorf("pin namespace: %w", err)
+	}
+	f.Close()
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("pin namespace %s: %w", dst, err)
+	}
+	return nil
+}
+
+// loopbackUp sets lo up in the calling thread's network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
+	}
+	return nil
+}
+
+// Sandbox returns a created sandbox.
+func (r *Runtime) Sandbox(uid string) (*Sandbox, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sb, ok := r.pods[uid]
+	if !ok {
+		return nil, fmt.Errorf("sandbox %s: %w", uid, ErrNotFound)
+	}
+	return sb, nil
+}
+
+// RemoveSandbox stops (without grace) and removes the pod's containers, then
+// unpins its namespaces and removes its shm, cgroups and files. Removing an
+// unknown sandbox is not an error.
+func (r *Runtime) RemoveSandbox(uid string) error {
+	if err := validName("pod uid", uid); err != nil {
+		return err
+	}
+	var errs []error
+	for _, st := range r.ListContainers() {
+		if st.PodUID != uid {
+			continue
+		}
+		if err := r.RemoveContainer(st.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("remove sandbox %s: %w", uid, errors.Join(errs...))
+	}
+	r.mu.Lock()
+	delete(r.pods, uid)
+	r.mu.Unlock()
+	if err := r.cleanupPodDir(uid); err != nil {
+		return fmt.Errorf("remove sandbox %s: %w", uid, err)
+	}
+	r.log.Info("sandbox removed", "uid", uid)
+	return nil
+}
+
+// cleanupPodDir unmounts and removes everything a pod may have left.
+func (r *Runtime) cleanupPodDir(uid string) error {
+	dir := r.podDir(uid)
+	var errs []error
+	for _, p := range []string{"ns/net", "ns/ipc", "ns/uts", "shm"} {
+		if err := unmountAll(filepath.Join(dir, p)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := r.removePodCgroup(uid); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unmountAll detaches every mount stacked on path; a path that is not a
+// mount point (or does not exist) is fine.
+func unmountAll(path string) error {
+	for range 16 {
+		err := unix.Unmount(path, unix.MNT_DETACH)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+			return nil
+		default:
+			return fmt.Errorf("unmount %s: %w", path, err)
+		}
+	}
+	return fmt.Errorf("unmount %s: too many stacked mounts", path)
+}
