@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	)
+)
 
 // deleteOptions reads DeleteOptions from the body or the query.
 func (s *Server) deleteOptions(r *http.Request) (*metav1.DeleteOptions, error) {
@@ -42,9 +42,7 @@ func (s *Server) deleteOptions(r *http.Request) (*metav1.DeleteOptions, error) {
 		b := q.Get("orphanDependents") == "true"
 		opts.OrphanDependents = &b
 	}
-	for _, d := range q["dryRun"] {
-		opts.DryRun = append(opts.DryRun, d)
-	}
+	opts.DryRun = append(opts.DryRun, q["dryRun"]...)
 	if opts.PropagationPolicy != nil {
 		switch *opts.PropagationPolicy {
 		case metav1.DeletePropagationBackground, metav1.DeletePropagationForeground, metav1.DeletePropagationOrphan:

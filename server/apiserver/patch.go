@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -89,7 +90,7 @@ func (s *Server) patch(r *http.Request, w http.ResponseWriter, sv *served, ri re
 		case types.MergePatchType:
 			patched, err = jsonpatch.MergePatch(cur, body)
 		case types.StrategicMergePatchType:
-			var schema runtime.Object = sv.newObj()
+			schema := sv.newObj()
 			patched, err = strategicpatch.StrategicMergePatch(cur, body, schema)
 		}
 		if err != nil {
@@ -113,7 +114,7 @@ func (s *Server) patch(r *http.Request, w http.ResponseWriter, sv *served, ri re
 		}
 		pinned := m.GetResourceVersion() != om.GetResourceVersion()
 		if pinned {
-			return nil, apierrors.NewConflict(sv.k.gr, ri.name, fmt.Errorf(conflictMessage))
+			return nil, apierrors.NewConflict(sv.k.gr, ri.name, errors.New(conflictMessage))
 		}
 		if sv.k.namespaced {
 			m.SetNamespace(ri.namespace)
@@ -191,10 +192,7 @@ func (s *Server) apply(ctx context.Context, sv *served, ri requestInfo, body []b
 			}
 			return nil, 0, apierrors.NewBadRequest(err.Error())
 		}
-		typed, ok := applied.(runtime.Object)
-		if !ok {
-			return nil, 0, apierrors.NewInternalError(fmt.Errorf("apply returned %T", applied))
-		}
+		typed := applied
 		if u, isU := typed.(*unstructured.Unstructured); isU {
 			t := k.newObj()
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, t); err != nil {

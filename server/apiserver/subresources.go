@@ -2,10 +2,10 @@ package apiserver
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
-
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	appsv1 "k8s.io/api/apps/v1"
@@ -291,7 +291,7 @@ func (s *Server) serveScale(w http.ResponseWriter, r *http.Request, sv *served, 
 		return
 	}
 	if next.ResourceVersion != "" && next.ResourceVersion != sc.ResourceVersion {
-		s.writeError(w, r, apierrors.NewConflict(sv.k.gr, ri.name, fmt.Errorf(conflictMessage)))
+		s.writeError(w, r, apierrors.NewConflict(sv.k.gr, ri.name, errors.New(conflictMessage)))
 		return
 	}
 	obj := cur.DeepCopyObject()
@@ -306,8 +306,6 @@ func (s *Server) serveScale(w http.ResponseWriter, r *http.Request, sv *served, 
 	_ = m
 	s.writeObject(w, r, http.StatusOK, sc)
 }
-
-
 
 // decodeAny decodes a JSON, YAML or protobuf body into into.
 func (s *Server) decodeAny(body []byte, gvk schema.GroupVersionKind, into runtime.Object) error {

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -331,7 +332,6 @@ func (s *Server) create(ctx context.Context, k *kind, ns string, obj runtime.Obj
 	if fm, err := s.fieldManager(k, ""); err == nil && !o.managed {
 		empty := k.newObj()
 		obj = fm.UpdateNoErrors(empty, obj, o.fieldManager)
-		m, _ = meta.Accessor(obj)
 	}
 	if o.dryRun {
 		return obj, nil
@@ -403,7 +403,7 @@ func (s *Server) update(ctx context.Context, k *kind, ns, name, subresource stri
 	}
 	om, _ := meta.Accessor(old)
 	if m.GetResourceVersion() != "" && m.GetResourceVersion() != om.GetResourceVersion() {
-		return nil, 0, apierrors.NewConflict(k.gr, name, fmt.Errorf(conflictMessage))
+		return nil, 0, apierrors.NewConflict(k.gr, name, errors.New(conflictMessage))
 	}
 	if m.GetUID() != "" && m.GetUID() != om.GetUID() {
 		return nil, 0, apierrors.NewConflict(k.gr, name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", m.GetUID(), om.GetUID()))
