@@ -344,7 +344,16 @@ func (r *Runtime) status(c *container) (ContainerStatus, error) {
 	}
 	if !ok {
 		st.State, st.Pid = StateRunning, m.InitPid
-		if lcst, err := c.lc.Status(); err == nil && lcst == libcontainer.Stopped && !processAlive(m.MonitorPid) {
+		lcst, err := c.lc.Status()
+		if err != nil || lcst != libcontainer.Stopped || processAlive(m.MonitorPid) {
+			return st, nil
+		}
+		// The monitor may have recorded the exit and gone since the read.
+		ws, finished, ok, err = r.readExit(m.ID)
+		if err != nil {
+			return st, fmt.Errorf("container %s status: %w", m.ID, err)
+		}
+		if !ok {
 			// Neither the init nor its monitor is there and nothing was
 			// recorded (e.g. the monitor was killed).
 			st.State, st.Pid, st.ExitCode, st.Reason = StateExited, 0, 255, ReasonUnknown
