@@ -161,19 +161,31 @@ func (s *Store) doUnpack(spec layerSpec, open func() (io.ReadCloser, error), pro
 	diffHash := sha256.New()
 	x := newExtractor(diff, s.log)
 	if err := x.extract(io.TeeReader(plain, diffHash)); err != nil {
+		// A corrupt download shows up as a decompression or tar error;
+		// say that it is corrupt when the blob's digest tells.
+		if spec.Digest != nil {
+			_, _ = io.Copy(io.Discard, cr)
+			if herr := checkHash(blobHash, *spec.Digest, "layer blob"); herr != nil {
+				return fmt.Errorf("%w (unpack: %v)", herr, err)
+			}
+		}
 		return fmt.Errorf("unpack: %w", err)
 	}
 	// Hash what follows the tar end marker too, then the rest of the blob.
 	if _, err := io.Copy(diffHash, plain); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadArchive, err)
 	}
-	if _, err := io.Copy(io.Discard, cr); err != nil {
-		return err
-	}
+	_, drainErr := io.Copy(io.Discard, cr)
 	if spec.Digest != nil {
 		if err := checkHash(blobHash, *spec.Digest, "layer blob"); err != nil {
+			if drainErr != nil {
+				return fmt.Errorf("%w (read: %v)", err, drainErr)
+			}
 			return err
 		}
+	}
+	if drainErr != nil {
+		return drainErr
 	}
 	if err := checkHash(diffHash, spec.DiffID, "layer diffID"); err != nil {
 		return err
