@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 
 	"github.com/containerd/console"
 	"github.com/opencontainers/runc/libcontainer"
@@ -141,7 +142,10 @@ func waitProcess(ctx context.Context, proc *libcontainer.Process) (int, error) {
 	if ps == nil {
 		return -1, fmt.Errorf("wait exec process: %w", err)
 	}
-	ws, _ := ps.Sys().(unix.WaitStatus)
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	if !ok {
+		return -1, fmt.Errorf("wait exec process: no wait status")
+	}
 	if ws.Signaled() {
 		return 128 + int(ws.Signal()), ctx.Err()
 	}
