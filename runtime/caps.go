@@ -7,13 +7,39 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// allCapabilities lists every capability the running kernel supports (what a
-// privileged container gets).
+// allCapabilities lists every capability the running kernel supports;
+// bounded lists those of them in this process's bounding set (what a
+// privileged container can get).
 func allCapabilities() []string {
 	list, err := capability.ListSupported()
 	if err != nil {
 		list = capability.ListKnown()
 	}
+	return capNames(list)
+}
+
+func boundedCapabilities() []string {
+	list, err := capability.ListSupported()
+	if err != nil {
+		list = capability.ListKnown()
+	}
+	self, err := capability.NewPid2(0)
+	if err == nil {
+		err = self.Load()
+	}
+	if err != nil {
+		return capNames(list)
+	}
+	var out []capability.Cap
+	for _, c := range list {
+		if self.Get(capability.BOUNDING, c) {
+			out = append(out, c)
+		}
+	}
+	return capNames(out)
+}
+
+func capNames(list []capability.Cap) []string {
 	out := make([]string, 0, len(list))
 	for _, c := range list {
 		out = append(out, "CAP_"+strings.ToUpper(c.String()))

@@ -135,10 +135,10 @@ func capabilities(sc SecurityContext) ([]string, error) {
 		}
 		return c
 	}
-	all := allCapabilities()
 	if sc.Privileged {
-		return all, nil
+		return boundedCapabilities(), nil
 	}
+	all := allCapabilities()
 	known := func(c string) error {
 		if c != "ALL" && !slices.Contains(all, c) {
 			return fmt.Errorf("unknown capability %q", c)
@@ -163,7 +163,7 @@ func capabilities(sc SecurityContext) ([]string, error) {
 			return nil, err
 		}
 		if a == "ALL" {
-			return all, nil
+			return boundedCapabilities(), nil
 		}
 		if !slices.Contains(caps, a) {
 			caps = append(caps, a)
