@@ -12,6 +12,7 @@ import (
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/sys/user"
 	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/seccomp"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -35,6 +36,11 @@ var ErrNoCommand = errors.New("no command specified")
 // ErrUnknownUser is returned when the user (or group) a container should run
 // as is neither numeric nor found in the rootfs' /etc/passwd (/etc/group).
 var ErrUnknownUser = errors.New("unable to find user")
+
+// ErrSeccompUnsupported is returned for a RuntimeDefault seccomp profile when
+// the binary was built without seccomp support (build tag "seccomp", cgo and
+// libseccomp).
+var ErrSeccompUnsupported = errors.New("seccomp profile requested but this binary was built without seccomp support (-tags seccomp)")
 
 // processSpec is what a container's processes (init and exec) run with.
 type processSpec struct {
@@ -275,6 +281,9 @@ func buildConfig(cfg *ContainerConfig, cs containerSpec) (*configs.Config, error
 	switch sc.Seccomp {
 	case "", SeccompUnconfined:
 	case SeccompRuntimeDefault:
+		if major, _, _ := seccomp.Version(); major == 0 {
+			return nil, ErrSeccompUnsupported
+		}
 		if !sc.Privileged {
 			spec.Linux.Seccomp = defaultSeccomp()
 		}
