@@ -3,6 +3,7 @@ package image
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -94,6 +95,17 @@ func TestWhiteoutsAndOverlay(t *testing.T) {
 			t.Errorf("unmount: %v", err)
 		}
 	})
+	// The mount makes the image in use for `orch image rm`.
+	inUse, err := s.MountedInUse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inUse(img.ID) {
+		t.Error("MountedInUse does not see the overlay mount")
+	}
+	if _, err := s.Remove(ctx, "wh:1", inUse); !errors.Is(err, ErrInUse) {
+		t.Errorf("remove of mounted image: %v", err)
+	}
 	exists := func(p string) bool { _, err := os.Lstat(filepath.Join(merged, p)); return err == nil }
 	for p, want := range map[string]bool{
 		"data/keep": true, "data/gone": false, "data/sub": false, "data/sub/x": false,

@@ -48,3 +48,11 @@ func TestIDPrefix(t *testing.T) {
 		}
 	}
 }
+
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/x\`: `/x\`, `/t\011`: "/t\t", `/n\09`: `/n\09`} {
+		if got := unescapeMountinfo(in); got != want {
+			t.Errorf("%q → %q, want %q", in, got, want)
+		}
+	}
+}
