@@ -43,29 +43,36 @@ func compressionOf(head []byte) string {
 }
 
 // decompress sniffs r's magic bytes and returns a reader of the
-// decompressed stream (r itself when it is not gzip or zstd).
+// decompressed stream (r itself, buffered, when it is not gzip or zstd).
 func decompress(r io.Reader) (io.Reader, func(), error) {
+	plain, _, closeFn, err := decompressKind(r)
+	return plain, closeFn, err
+}
+
+// decompressKind is decompress that also names the compression ("" for none).
+func decompressKind(r io.Reader) (io.Reader, string, func(), error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
-	switch compressionOf(head) {
+	kind := compressionOf(head)
+	switch kind {
 	case "gzip":
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			return nil, nil, fmt.Errorf("gzip: %w", err)
+			return nil, kind, nil, fmt.Errorf("gzip: %w", err)
 		}
 		zr.Multistream(true)
-		return zr, func() { _ = zr.Close() }, nil
+		return zr, kind, func() { _ = zr.Close() }, nil
 	case "zstd":
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
-			return nil, nil, fmt.Errorf("zstd: %w", err)
+			return nil, kind, nil, fmt.Errorf("zstd: %w", err)
 		}
-		return zr, zr.Close, nil
+		return zr, kind, zr.Close, nil
 	}
-	return br, func() {}, nil
+	return br, kind, func() {}, nil
 }
 
 // extractor unpacks one layer tar into dir, converting OCI whiteouts to

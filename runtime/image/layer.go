@@ -153,14 +153,19 @@ func (s *Store) doUnpack(spec layerSpec, open func() (io.ReadCloser, error), pro
 
 	blobHash := sha256.New()
 	cr := &countingReader{r: io.TeeReader(rc, blobHash), progress: progress}
-	plain, closeDec, err := decompress(cr)
+	plain, kind, closeDec, err := decompressKind(cr)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadArchive, err)
 	}
 	defer closeDec()
-	diffHash := sha256.New()
+	// An uncompressed blob is its own diff: hash it once.
+	diffHash, tarStream := blobHash, plain
+	if kind != "" {
+		diffHash = sha256.New()
+		tarStream = io.TeeReader(plain, diffHash)
+	}
 	x := newExtractor(diff, s.log)
-	if err := x.extract(io.TeeReader(plain, diffHash)); err != nil {
+	if err := x.extract(tarStream); err != nil {
 		// A corrupt download shows up as a decompression or tar error;
 		// say that it is corrupt when the blob's digest tells.
 		if spec.Digest != nil {
@@ -172,7 +177,7 @@ func (s *Store) doUnpack(spec layerSpec, open func() (io.ReadCloser, error), pro
 		return fmt.Errorf("unpack: %w", err)
 	}
 	// Hash what follows the tar end marker too, then the rest of the blob.
-	if _, err := io.Copy(diffHash, plain); err != nil {
+	if _, err := io.Copy(io.Discard, tarStream); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadArchive, err)
 	}
 	_, drainErr := io.Copy(io.Discard, cr)
