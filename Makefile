@@ -1,18 +1,30 @@
-# orch build. `make` builds bin/orch with the version stamped in.
+# orch build. `make` builds bin/orch with the version stamped in and upstream
+# kubectl packed inside (unpacked on first `orch kubectl`).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+KUBECTL_VERSION := v1.37.2
 GO      ?= go
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: all build test test-short bench lint clean
+.PHONY: all build kubectl test bench lint clean
 
 all: build
 
-build:
-	CGO_ENABLED=1 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/orch .
+build: internal/kubectl/kubectl.gz
+	CGO_ENABLED=1 $(GO) build -trimpath -tags orch_kubectl -ldflags '$(LDFLAGS)' -o bin/orch .
 
-# Unit tests with the race detector, then the root-only (real kernel) tests,
-# which skip themselves when not run as root.
+# The embedded kubectl is its own binary: importing it into orch would cost
+# every orch process its package initialisation (tens of MB).
+bin/kubectl: go.mod go.sum internal/kubectl/bin/main.go
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X k8s.io/component-base/version.gitVersion=$(KUBECTL_VERSION)' -o $@ ./internal/kubectl/bin
+
+internal/kubectl/kubectl.gz: bin/kubectl
+	gzip -9 -n -c bin/kubectl > $@.tmp && mv $@.tmp $@
+
+kubectl: bin/kubectl
+
+# Unit tests with the race detector; the real-kernel tests run as root and
+# skip themselves otherwise.
 test:
 	$(GO) test -race -count=1 $(PKGS)
 
@@ -25,4 +37,4 @@ lint:
 	staticcheck $(PKGS)
 
 clean:
-	rm -rf bin
+	rm -rf bin internal/kubectl/kubectl.gz
