@@ -1,0 +1,204 @@
+package netproxy
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/google/nftables/expr"
+)
+
+// Names of the table's fixed objects.
+const (
+	mapServiceIPs      = "service-ips"           // ipv4_addr . inet_proto . inet_service : verdict
+	mapNodePorts       = "service-nodeports"     // inet_proto . inet_service : verdict (on local addresses)
+	mapNoEndpointIPs   = "no-endpoint-services"  // like service-ips, for services without endpoints
+	mapNoEndpointPorts = "no-endpoint-nodeports" // like service-nodeports, for services without endpoints
+
+	chainServices      = "services"
+	chainMarkMasq      = "mark-for-masquerade"
+	chainReject        = "reject-chain"
+	chainEndpointCheck = "endpoints-check"
+)
+
+// verdict is a map element's or rule's verdict.
+type verdict struct {
+	Kind  expr.VerdictKind
+	Chain string
+}
+
+// ruleSpec is one rule: its expressions, optionally followed by
+// `numgen random mod N vmap { 0 : goto NumgenTo[0], ... }` (the anonymous
+// map is created when the rule is written).
+type ruleSpec struct {
+	Exprs    []expr.Any
+	NumgenTo []string
+}
+
+// chainSpec is a regular (non-base) chain and its rules.
+type chainSpec struct {
+	Name  string
+	Rules []ruleSpec
+}
+
+// setSpec is a per-endpoint affinity set: `type ipv4_addr; flags dynamic,timeout`.
+type setSpec struct {
+	Name    string
+	Timeout time.Duration
+}
+
+// elemKey names one element of one of the four maps.
+type elemKey struct {
+	Map string
+	Key string
+}
+
+// plan is what one Service renders to: its chains, sets and map elements.
+type plan struct {
+	Chains []chainSpec
+	Sets   []setSpec
+	Elems  map[elemKey]verdict
+}
+
+// renderer turns servicePorts into plans.
+type renderer struct {
+	clusterCIDR netip.Prefix
+	mark        uint32
+}
+
+func svcChain(sp *servicePort) string { return "svc-" + sp.Name }
+func locChain(sp *servicePort) string { return "loc-" + sp.Name }
+func extChain(sp *servicePort) string { return "ext-" + sp.Name }
+func epChain(sp *servicePort, e endpoint) string {
+	return "ep-" + sp.Name + "/" + e.String()
+}
+func affSet(sp *servicePort, e endpoint) string {
+	return fmt.Sprintf("aff-%s/%s/%d", sp.Name, e, int64(sp.Affinity/time.Second))
+}
+
+// render returns the plan of all ports of one Service.
+func (r *renderer) render(ports []servicePort) plan {
+	p := plan{Elems: map[elemKey]verdict{}}
+	for i := range ports {
+		r.renderPort(&p, &ports[i])
+	}
+	return p
+}
+
+func (r *renderer) renderPort(p *plan, sp *servicePort) {
+	noEndpoints := verdictDrop
+	if len(sp.Endpoints) == 0 {
+		// No endpoint anywhere: refuse the connection rather than black-hole it.
+		noEndpoints = gotoChain(chainReject)
+	}
+	internal, external := noEndpoints, noEndpoints
+
+	// Endpoint chains.
+	for _, e := range sp.allEndpoints() {
+		c := chainSpec{Name: epChain(sp, e)}
+		// Hairpin: a pod reaching itself through the Service must be
+		// masqueraded or it would answer itself directly.
+		c.Rules = append(c.Rules, ruleSpec{Exprs: append(matchSaddr(e.IP), verdictExpr(jumpChain(chainMarkMasq)))})
+		if sp.Affinity > 0 {
+			set := affSet(sp, e)
+			p.Sets = append(p.Sets, setSpec{Name: set, Timeout: sp.Affinity})
+			c.Rules = append(c.Rules, ruleSpec{Exprs: updateAffinity(set)})
+		}
+		c.Rules = append(c.Rules, ruleSpec{Exprs: append(matchL4(sp.Proto), dnatTo(e)...)})
+		p.Chains = append(p.Chains, c)
+	}
+
+	// Cluster-wide chain.
+	if len(sp.Endpoints) > 0 {
+		c := chainSpec{Name: svcChain(sp)}
+		if r.clusterCIDR.IsValid() {
+			// Traffic from outside the pod network (the node itself, other
+			// hosts) is masqueraded so replies come back through this node.
+			c.Rules = append(c.Rules, ruleSpec{Exprs: append(matchPrefix(loadSaddr(), r.clusterCIDR, true), verdictExpr(jumpChain(chainMarkMasq)))})
+		}
+		c.Rules = append(c.Rules, r.balance(sp, sp.Endpoints)...)
+		p.Chains = append(p.Chains, c)
+		internal, external = gotoChain(c.Name), gotoChain(c.Name)
+	}
+	// Node-local chain, for the Local traffic policies.
+	local := verdictDrop
+	if (sp.IntLocal || sp.ExtLocal) && len(sp.LocalEndpoints) > 0 {
+		c := chainSpec{Name: locChain(sp), Rules: r.balance(sp, sp.LocalEndpoints)}
+		p.Chains = append(p.Chains, c)
+		local = gotoChain(c.Name)
+	}
+	if sp.IntLocal && len(sp.Endpoints) > 0 {
+		internal = local
+	}
+
+	// External chain: NodePort, LoadBalancer, externalIPs.
+	if sp.hasExternal() && len(sp.Endpoints) > 0 {
+		c := chainSpec{Name: extChain(sp)}
+		cluster := verdictExpr(gotoChain(svcChain(sp)))
+		if !sp.ExtLocal {
+			c.Rules = append(c.Rules,
+				ruleSpec{Exprs: []expr.Any{verdictExpr(jumpChain(chainMarkMasq))}},
+				ruleSpec{Exprs: []expr.Any{cluster}})
+		} else {
+			if r.clusterCIDR.IsValid() {
+				// Pods reaching an external address of the Service stay inside.
+				c.Rules = append(c.Rules, ruleSpec{Exprs: append(matchPrefix(loadSaddr(), r.clusterCIDR, false), cluster)})
+			}
+			// The node itself: masquerade and use any endpoint.
+			c.Rules = append(c.Rules,
+				ruleSpec{Exprs: append(fibLocal(false), verdictExpr(jumpChain(chainMarkMasq)))},
+				ruleSpec{Exprs: append(fibLocal(false), cluster)},
+				// Everyone else keeps their source address and only reaches
+				// endpoints on this node (or is dropped).
+				ruleSpec{Exprs: []expr.Any{verdictExpr(local)}})
+		}
+		p.Chains = append(p.Chains, c)
+		external = gotoChain(c.Name)
+	}
+
+	// Map elements.
+	add := func(m, key string, v verdict) {
+		if v == gotoChain(chainReject) || v == verdictDrop {
+			// Services without (usable) endpoints go to the filter-hook maps.
+			switch m {
+			case mapServiceIPs:
+				m = mapNoEndpointIPs
+			case mapNodePorts:
+				m = mapNoEndpointPorts
+			}
+		}
+		p.Elems[elemKey{Map: m, Key: key}] = v
+	}
+	for _, ip := range sp.ClusterIPs {
+		add(mapServiceIPs, keyIPProtoPort(ip, sp.Proto, sp.Port), internal)
+	}
+	for _, ip := range sp.ExternalIPs {
+		add(mapServiceIPs, keyIPProtoPort(ip, sp.Proto, sp.Port), external)
+	}
+	if sp.NodePort != 0 {
+		add(mapNodePorts, keyProtoPort(sp.Proto, sp.NodePort), external)
+	}
+	if sp.LoadBalance {
+		add(mapNodePorts, keyProtoPort(sp.Proto, sp.Port), external)
+	}
+}
+
+// balance returns the rules that spread new connections over eps: first the
+// affinity lookups (a client seen recently goes to the same endpoint), then a
+// random choice.
+func (r *renderer) balance(sp *servicePort, eps []endpoint) []ruleSpec {
+	var rules []ruleSpec
+	if sp.Affinity > 0 {
+		for _, e := range eps {
+			rules = append(rules, ruleSpec{Exprs: append(inAffinity(affSet(sp, e)), verdictExpr(gotoChain(epChain(sp, e))))})
+		}
+	}
+	if len(eps) == 1 {
+		return append(rules, ruleSpec{Exprs: []expr.Any{verdictExpr(gotoChain(epChain(sp, eps[0])))}})
+	}
+	to := make([]string, len(eps))
+	for i, e := range eps {
+		to[i] = epChain(sp, e)
+	}
+	return append(rules, ruleSpec{NumgenTo: to})
+}
