@@ -60,10 +60,7 @@ func (s *Store) GC(ctx context.Context, p GCPolicy, inUse InUseFunc) (GCResult, 
 	if res.UsageBefore, err = s.usagePercent(); err != nil {
 		return res, err
 	}
-	n, freed, err := s.pruneLayersLocked(idx)
-	res.RemovedLayers += n
-	res.FreedBytes += freed
-	if err != nil {
+	if err := s.gcPrune(idx, &res); err != nil {
 		return res, err
 	}
 	usage, err := s.usagePercent()
@@ -115,10 +112,7 @@ func (s *Store) GC(ctx context.Context, p GCPolicy, inUse InUseFunc) (GCResult, 
 		delete(s.lastUsed, c.img.ID)
 		res.RemovedImages = append(res.RemovedImages, c.img.ID)
 		s.log.Info("image GC: removed image", "id", c.img.ID, "tags", c.img.RepoTags)
-		n, freed, err := s.pruneLayersLocked(cur)
-		res.RemovedLayers += n
-		res.FreedBytes += freed
-		if err != nil {
+		if err := s.gcPrune(cur, &res); err != nil {
 			return res, err
 		}
 		if usage, err = s.usagePercent(); err != nil {
@@ -130,6 +124,14 @@ func (s *Store) GC(ctx context.Context, p GCPolicy, inUse InUseFunc) (GCResult, 
 		s.log.Warn("image GC: still above low threshold, no more unused images", "usage", usage, "low", p.LowPercent)
 	}
 	return res, nil
+}
+
+// gcPrune prunes unreferenced layers now (GC measures the space freed).
+func (s *Store) gcPrune(idx *indexFile, res *GCResult) error {
+	n, freed, trash, err := s.pruneLayersLocked(idx)
+	res.RemovedLayers += n
+	res.FreedBytes += freed
+	return errors.Join(err, emptyTrash(trash))
 }
 
 func (s *Store) usagePercent() (int, error) {

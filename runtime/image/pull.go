@@ -261,8 +261,8 @@ func remoteErr(err error) error {
 }
 
 // pickPlatform chooses this machine's manifest from an index: same OS and
-// architecture, the exact variant preferred, then no variant, then (ARM)
-// the highest lower variant.
+// architecture, the exact variant preferred, then no variant, then any
+// variant if we want none, then (32-bit ARM) the highest lower variant.
 func (s *Store) pickPlatform(im *v1.IndexManifest) (v1.Descriptor, error) {
 	want := s.platform
 	best, bestScore := v1.Descriptor{}, -1
@@ -282,7 +282,9 @@ func (s *Store) pickPlatform(im *v1.IndexManifest) (v1.Descriptor, error) {
 			score = 100
 		case p.Variant == "":
 			score = 50
-		case want.Variant != "" && strings.HasPrefix(p.Variant, "v") && p.Variant < want.Variant:
+		case want.Variant == "":
+			score = 40
+		case want.Architecture == "arm" && len(p.Variant) == 2 && p.Variant < want.Variant:
 			score = 10 + int(p.Variant[len(p.Variant)-1]-'0')
 		default:
 			continue

@@ -180,8 +180,11 @@ func (s *Store) layerDir(chainID string) string {
 // variant where the kernel tells it.
 func HostPlatform() v1.Platform {
 	p := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
-	if runtime.GOARCH == "arm" {
+	switch runtime.GOARCH {
+	case "arm":
 		p.Variant = armVariant()
+	case "arm64":
+		p.Variant = "v8"
 	}
 	return p
 }
@@ -575,7 +578,14 @@ func (s *Store) Remove(ctx context.Context, ref string, inUse InUseFunc) (string
 	if err != nil {
 		return "", err
 	}
-	defer unlock()
+	var trash []string
+	defer func() {
+		unlock()
+		// Deleting layer files can take a while: not under the lock.
+		if err := emptyTrash(trash); err != nil {
+			s.log.Warn("delete removed layers", "err", err)
+		}
+	}()
 	old, err := s.load()
 	if err != nil {
 		return "", err
@@ -599,15 +609,18 @@ func (s *Store) Remove(ctx context.Context, ref string, inUse InUseFunc) (string
 	}
 	delete(s.lastUsed, img.ID)
 	s.log.Info("removed image", "id", img.ID, "tags", img.RepoTags)
-	if _, _, err := s.pruneLayersLocked(idx); err != nil {
+	_, _, trash, err = s.pruneLayersLocked(idx)
+	if err != nil {
 		return img.ID, err
 	}
 	return img.ID, nil
 }
 
-// pruneLayersLocked deletes layer directories no image references and no
-// pull or import holds. The caller holds the lock.
-func (s *Store) pruneLayersLocked(idx *indexFile) (int, int64, error) {
+// pruneLayersLocked moves layer directories no image references and no
+// pull or import holds out of layers/ (an atomic rename each) and returns
+// the staging directories to delete — which the caller may do after
+// releasing the lock. The caller holds the lock.
+func (s *Store) pruneLayersLocked(idx *indexFile) (n int, freed int64, trash []string, err error) {
 	used := map[string]bool{}
 	for _, img := range idx.Images {
 		for _, c := range img.ChainIDs {
@@ -619,10 +632,8 @@ func (s *Store) pruneLayersLocked(idx *indexFile) (int, int64, error) {
 	}
 	ents, err := os.ReadDir(s.path("layers"))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
-	var n int
-	var freed int64
 	var errs []error
 	for _, e := range ents {
 		if used[e.Name()] {
@@ -631,23 +642,32 @@ func (s *Store) pruneLayersLocked(idx *indexFile) (int, int64, error) {
 		if m, err := s.readLayerMeta("sha256:" + e.Name()); err == nil {
 			freed += m.Size
 		}
-		// Rename first (atomic), then delete outside the layers directory.
 		stage, err := s.newStaging()
 		if err != nil {
-			return n, freed, err
+			return n, freed, trash, err
 		}
+		trash = append(trash, stage)
 		if err := os.Rename(s.path("layers", e.Name()), filepath.Join(stage, "layer")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
-		}
-		if err := os.RemoveAll(stage); err != nil {
-			errs = append(errs, err)
+			continue
 		}
 		n++
 	}
 	if n > 0 {
 		s.log.Info("pruned unreferenced layers", "count", n, "bytes", freed)
 	}
-	return n, freed, errors.Join(errs...)
+	return n, freed, trash, errors.Join(errs...)
+}
+
+// emptyTrash deletes staging directories returned by pruneLayersLocked.
+func emptyTrash(trash []string) error {
+	var errs []error
+	for _, d := range trash {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func shortID(id string) string {
