@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -36,7 +37,7 @@ func imageCommand() *cli.Command {
 			},
 			{
 				Name:      "import",
-				Usage:     "import docker-save or OCI-layout archives (tar, .gz or .zst)",
+				Usage:     "import docker-save or OCI-layout archives (tar, gzip or zstd; - reads stdin)",
 				ArgsUsage: "FILE...",
 				Action:    imageImport,
 			},
@@ -144,7 +145,12 @@ func imageImport(c *cli.Context) error {
 		return err
 	}
 	for _, f := range c.Args().Slice() {
-		imgs, err := s.ImportFile(c.Context, f)
+		var imgs []*image.Image
+		if f == "-" {
+			imgs, err = s.Import(c.Context, os.Stdin)
+		} else {
+			imgs, err = s.ImportFile(c.Context, f)
+		}
 		if err != nil {
 			return err
 		}
