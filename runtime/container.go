@@ -44,6 +44,9 @@ type container struct {
 	mu   sync.Mutex // serializes lifecycle operations
 	meta containerMeta
 	lc   *libcontainer.Container
+	// monDone is closed when the monitor exits, after it recorded the exit
+	// status; nil for containers adopted from an earlier orch process.
+	monDone chan struct{}
 }
 
 func (r *Runtime) saveMeta(c *container) error {
@@ -277,7 +280,12 @@ func (r *Runtime) StartContainer(id string) error {
 	}
 	// Reap both while this process lives; after a restart their parent is
 	// gone and the monitor still records the exit status.
-	go func() { _ = mon.Wait() }()
+	monDone := make(chan struct{})
+	go func() {
+		_ = mon.Wait()
+		close(monDone)
+	}()
+	c.monDone = monDone
 	go func() { _, _ = proc.Wait() }()
 	c.meta.StartedAt = started
 	c.meta.InitPid = pid
@@ -344,8 +352,8 @@ func (r *Runtime) status(c *container) (ContainerStatus, error) {
 	}
 	if !ok {
 		st.State, st.Pid = StateRunning, m.InitPid
-		lcst, err := c.lc.Status()
-		if err != nil || lcst != libcontainer.Stopped || processAlive(m.MonitorPid) {
+		lcst, lcErr := c.lc.Status()
+		if lcErr != nil || lcst != libcontainer.Stopped || processAlive(m.MonitorPid) {
 			return st, nil
 		}
 		// The monitor may have recorded the exit and gone since the read.
@@ -358,8 +366,9 @@ func (r *Runtime) status(c *container) (ContainerStatus, error) {
 			// recorded (e.g. the monitor was killed).
 			st.State, st.Pid, st.ExitCode, st.Reason = StateExited, 0, 255, ReasonUnknown
 			st.Message = "the container's monitor exited without recording its exit status"
+			return st, nil
 		}
-		return st, nil
+		st.Pid = 0
 	}
 	st.State, st.FinishedAt = StateExited, finished
 	if ws < 0 {
@@ -426,6 +435,7 @@ func (r *Runtime) ListContainers() []ContainerStatus {
 // waitExited polls until the container's exit is recorded.
 func (r *Runtime) waitExited(ctx context.Context, c *container, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
+	monDone := c.monDone
 	for delay := time.Millisecond; ; delay = min(delay*2, 50*time.Millisecond) {
 		st, err := r.status(c)
 		if err == nil && st.State != StateRunning {
@@ -434,7 +444,12 @@ func (r *Runtime) waitExited(ctx context.Context, c *container, timeout time.Dur
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
-		time.Sleep(delay)
+		select {
+		case <-monDone:
+			monDone = nil
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
 	}
 }
 
@@ -445,6 +460,9 @@ func (r *Runtime) Wait(ctx context.Context, id string) (ContainerStatus, error) 
 	if err != nil {
 		return ContainerStatus{}, err
 	}
+	c.mu.Lock()
+	monDone := c.monDone
+	c.mu.Unlock()
 	for delay := time.Millisecond; ; delay = min(delay*2, 50*time.Millisecond) {
 		c.mu.Lock()
 		st, err := r.status(c)
@@ -455,6 +473,8 @@ func (r *Runtime) Wait(ctx context.Context, id string) (ContainerStatus, error) 
 		select {
 		case <-ctx.Done():
 			return st, ctx.Err()
+		case <-monDone:
+			monDone = nil
 		case <-time.After(delay):
 		}
 	}

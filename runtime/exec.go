@@ -183,9 +183,15 @@ func (r *Runtime) execTTY(ctx context.Context, c *container, proc *libcontainer.
 	}
 	defer cons.Close()
 	stopResize := make(chan struct{})
-	defer close(stopResize)
+	var resizing sync.WaitGroup
+	defer func() {
+		close(stopResize)
+		resizing.Wait() // before cons is closed
+	}()
 	if opts.Resize != nil {
+		resizing.Add(1)
 		go func() {
+			defer resizing.Done()
 			for {
 				select {
 				case sz, ok := <-opts.Resize:

@@ -219,8 +219,6 @@ static void write_exit(const char *path, int status)
 	if (!f)
 		return;
 	fprintf(f, "%d %lld\n", status, (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
-	fflush(f);
-	fsync(fileno(f));
 	fclose(f);
 	rename(tmp, path);
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sync"
 
 	"github.com/opencontainers/cgroups"
@@ -71,7 +70,13 @@ func (r *Runtime) podCgroup(uid string) string {
 // removePodCgroup removes the pod's cgroup (and any container cgroup left
 // below it) in every hierarchy.
 func (r *Runtime) removePodCgroup(uid string) error {
-	m, err := cgmanager.New(&cgroups.Cgroup{Path: r.podCgroup(uid), Resources: &cgroups.Resources{}})
+	return r.removeCgroupPath(r.podCgroup(uid))
+}
+
+// removeCgroupPath removes a cgroup and everything below it in every
+// hierarchy.
+func (r *Runtime) removeCgroupPath(path string) error {
+	m, err := cgmanager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{}})
 	if err != nil {
 		return fmt.Errorf("pod cgroup: %w", err)
 	}
@@ -81,10 +86,16 @@ func (r *Runtime) removePodCgroup(uid string) error {
 	return nil
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$`)
-
+// validName accepts what is safe as a path element: [A-Za-z0-9][A-Za-z0-9_.-]*,
+// at most 253 bytes.
 func validName(what, s string) error {
-	if !nameRE.MatchString(s) {
+	ok := len(s) > 0 && len(s) <= 253
+	for i := 0; ok && i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		ok = alnum || i > 0 && (c == '_' || c == '.' || c == '-')
+	}
+	if !ok {
 		return fmt.Errorf("invalid %s %q", what, s)
 	}
 	return nil
@@ -98,6 +109,9 @@ func newID() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
+// writeFileAtomic replaces path with b. There is no fsync: runtime state only
+// has to survive restarts of orch, not of the machine (after a reboot no
+// container runs and the sweep removes what is left).
 func writeFileAtomic(path string, b []byte) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
@@ -105,10 +119,6 @@ func writeFileAtomic(path string, b []byte) error {
 		return err
 	}
 	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
 		f.Close()
 		return err
 	}

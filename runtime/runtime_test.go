@@ -136,7 +136,7 @@ func TestOOMKilled(t *testing.T) {
 	e := newTestRuntime(t)
 	sb := e.sandbox(t, "oom")
 	cfg := e.ctr("hog", "tail", "/dev/zero")
-	cfg.Resources.MemoryLimit = 16 << 20
+	cfg.Resources.MemoryLimit = 48 << 20 // room for a -race runc init
 	st, _ := e.run(t, sb, cfg)
 	expectExit(t, st, 137, ReasonOOMKilled)
 }

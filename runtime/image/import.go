@@ -79,13 +79,15 @@ func (s *Store) Import(ctx context.Context, r io.Reader) ([]*Image, error) {
 // to stage/archive.tar when it is compressed or not a regular file.
 func (s *Store) seekableTar(r io.Reader, stage string) (io.ReaderAt, int64, func(), error) {
 	if f, ok := r.(*os.File); ok {
-		var head [4]byte
-		n, err := f.ReadAt(head[:], 0)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, 0, nil, fmt.Errorf("read archive: %w", err)
-		}
-		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && compressionOf(head[:n]) == "" {
-			return f, fi.Size(), func() {}, nil
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			var head [4]byte
+			n, err := f.ReadAt(head[:], 0)
+			if err != nil && !errors.Is(err, io.EOF) {
+				return nil, 0, nil, fmt.Errorf("read archive: %w", err)
+			}
+			if compressionOf(head[:n]) == "" {
+				return f, fi.Size(), func() {}, nil
+			}
 		}
 	}
 	plain, closeDec, err := decompress(r)

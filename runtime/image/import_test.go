@@ -174,3 +174,32 @@ func TestImportMultipleAndMultiArch(t *testing.T) {
 		t.Errorf("resolve by index digest: %v", err)
 	}
 }
+
+func TestImportFromPipe(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []testimage.Compression{testimage.None, testimage.Zstd} {
+		t.Run(c.String(), func(t *testing.T) {
+			s := newTestStore(t)
+			pr, pw, err := os.Pipe() // an *os.File that cannot seek
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pr.Close()
+			img := busybox(t, testimage.None)
+			werr := make(chan error, 1)
+			go func() {
+				werr <- testimage.WriteOCILayout(pw, c, testimage.OCIEntry{Name: "piped:1", Image: img})
+				pw.Close()
+			}()
+			if _, err := s.Import(ctx, pr); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-werr; err != nil {
+				t.Fatal(err)
+			}
+			if ok, _ := s.Has(ctx, "piped:1"); !ok {
+				t.Error("piped image missing")
+			}
+		})
+	}
+}
