@@ -2,7 +2,9 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -186,4 +188,42 @@ func TestStopGraceThenKill(t *testing.T) {
 	}
 	st, _ = e.r.ContainerStatus(custom)
 	expectExit(t, st, 42, ReasonError)
+}
+
+func TestHostNetworkAndSandboxLifecycle(t *testing.T) {
+	e := newTestRuntime(t)
+	uid := "uid-" + randHex(6)
+	sb, err := e.r.CreateSandbox(SandboxConfig{UID: uid, Namespace: "kube-system", Name: "hostnet", HostNetwork: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb.NetNS != "" || sb.UTSNS != "" || sb.IPCNS == "" {
+		t.Fatalf("host-network sandbox: %+v", sb)
+	}
+	again, err := e.r.CreateSandbox(SandboxConfig{UID: uid, Namespace: "kube-system", Name: "hostnet", HostNetwork: true})
+	if err != nil || again != sb {
+		t.Errorf("CreateSandbox is not idempotent: %v", err)
+	}
+	hostNet, _ := os.Readlink("/proc/self/ns/net")
+	hostName, _ := os.Hostname()
+	st, out := e.run(t, sb, e.ctr("c", "sh", "-c", "readlink /proc/self/ns/net; hostname"))
+	expectExit(t, st, 0, ReasonCompleted)
+	if out != hostNet+"\n"+hostName+"\n" {
+		t.Errorf("host network pod sees %q, want %q and %q", out, hostNet, hostName)
+	}
+	logDir := filepath.Dir(filepath.Dir(st.LogPath))
+	if err := e.r.RemoveSandbox(uid); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{logDir, e.r.podDir(uid)} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left after RemoveSandbox: %v", p, err)
+		}
+	}
+	if _, err := e.r.ContainerStatus(st.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("container left after RemoveSandbox: %v", err)
+	}
+	if err := e.r.RemoveSandbox(uid); err != nil {
+		t.Errorf("second RemoveSandbox: %v", err)
+	}
 }

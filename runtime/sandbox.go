@@ -163,7 +163,7 @@ func (r *Runtime) Sandbox(uid string) (*Sandbox, error) {
 }
 
 // RemoveSandbox stops (without grace) and removes the pod's containers, then
-// unpins its namespaces and removes its shm, cgroups and files. Removing an
+// unpins its namespaces and removes its shm, cgroups, files and logs. Removing an
 // unknown sandbox is not an error.
 func (r *Runtime) RemoveSandbox(uid string) error {
 	if err := validName("pod uid", uid); err != nil {
@@ -182,10 +182,16 @@ func (r *Runtime) RemoveSandbox(uid string) error {
 		return fmt.Errorf("remove sandbox %s: %w", uid, errors.Join(errs...))
 	}
 	r.mu.Lock()
+	sb := r.pods[uid]
 	delete(r.pods, uid)
 	r.mu.Unlock()
 	if err := r.cleanupPodDir(uid); err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", uid, err)
+	}
+	if sb != nil {
+		if err := os.RemoveAll(r.podLogDir(sb)); err != nil {
+			return fmt.Errorf("remove sandbox %s: logs: %w", uid, err)
+		}
 	}
 	r.log.Info("sandbox removed", "uid", uid)
 	return nil
