@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -113,6 +114,7 @@ func cloneBytes(b []byte) []byte {
 func (db *DB) commitLoop() {
 	defer close(db.commitDone)
 	batch := make([]*op, 0, db.cfg.MaxBatch)
+	prev := 0
 	for {
 		batch = batch[:0]
 		select {
@@ -121,17 +123,44 @@ func (db *DB) commitLoop() {
 		case <-db.closing:
 			return
 		}
-	more:
-		for len(batch) < db.cfg.MaxBatch {
-			select {
-			case o := <-db.ops:
-				batch = append(batch, o)
-			default:
-				break more
-			}
-		}
+		batch = db.gather(batch, prev)
+		prev = len(batch)
 		db.commit(batch)
 	}
+}
+
+// stragglerWait bounds how long the committer waits for the writers of the
+// previous group to come back before committing a smaller group.
+const stragglerWait = 200 * time.Microsecond
+
+// gather adds the writes already waiting to batch. The writers answered by
+// the last commit usually come straight back with their next write, but
+// not all at once; committing as soon as the first arrives would split
+// them into two groups that alternate, each paying a full fsync. So while
+// the group is smaller than the previous one, gather yields the processor
+// to let them arrive, for at most stragglerWait (no timer: nothing runs
+// while no one writes).
+func (db *DB) gather(batch []*op, prev int) []*op {
+	var deadline time.Time
+	for len(batch) < db.cfg.MaxBatch {
+		select {
+		case o := <-db.ops:
+			batch = append(batch, o)
+			continue
+		default:
+		}
+		if len(batch) >= prev {
+			return batch
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(stragglerWait)
+		} else if now.After(deadline) {
+			return batch
+		}
+		runtime.Gosched()
+	}
+	return batch
 }
 
 // commit applies batch in one bbolt transaction. Each op is checked on its
@@ -203,6 +232,8 @@ func (db *DB) commit(batch []*op) {
 		return
 	}
 	db.compactRev.Store(compact)
+	db.commits.Add(1)
+	db.writes.Add(int64(len(batch)))
 	db.hub.publish(events, rev)
 	for i, o := range batch {
 		o.done <- results[i]

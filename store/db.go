@@ -31,6 +31,8 @@ type DB struct {
 	// compactRev is the newest revision no longer in the history; it is
 	// published by the committer after each commit.
 	compactRev atomic.Int64
+	commits    atomic.Int64
+	writes     atomic.Int64
 
 	ops        chan *op      // to the committer; unbuffered
 	closing    chan struct{} // closed by Close
@@ -94,6 +96,19 @@ func (db *DB) Close() error {
 		db.log.Info("store closed", "path", db.cfg.Path, "revision", db.Revision())
 	})
 	return db.closeErr
+}
+
+// Stats are counters since Open.
+type Stats struct {
+	// Commits is the number of bbolt transactions committed by writes.
+	Commits int64
+	// Writes is the number of writes (successful or not) they carried.
+	Writes int64
+}
+
+// Stats returns counters since Open.
+func (db *DB) Stats() Stats {
+	return Stats{Commits: db.commits.Load(), Writes: db.writes.Load()}
 }
 
 // Path is the database file.
