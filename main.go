@@ -34,6 +34,7 @@ func newApp() *cli.App {
 		Usage:   "a lean Kubernetes-compatible cluster in one binary",
 		Version: version,
 		Commands: []*cli.Command{
+			serverCommand(),
 			kubectlCommand(),
 			versionCommand(),
 		},

@@ -35,10 +35,13 @@ func newDiscovery(reg *registry) *discoveryDocs {
 		for _, name := range names {
 			sv := reg.served[gv][name]
 			k := sv.k
-			list.APIResources = append(list.APIResources, metav1.APIResource{
-				Name: name, SingularName: k.singular(), Namespaced: k.namespaced, Kind: k.gvk.Kind,
-				Verbs: allVerbs, ShortNames: k.shortNames, Categories: k.categories,
-			})
+			ar := metav1.APIResource{Name: name, SingularName: k.singular(), Namespaced: k.namespaced, Kind: k.gvk.Kind, Verbs: allVerbs}
+			if !sv.legacy {
+				// Old versions keep no short names or categories: `kubectl get
+				// deploy` and `get all` mean the current version only.
+				ar.ShortNames, ar.Categories = k.shortNames, k.categories
+			}
+			list.APIResources = append(list.APIResources, ar)
 			subs := append([]string(nil), k.subresources...)
 			if k.hasStatus {
 				subs = append(subs, "status")

@@ -16,10 +16,11 @@ import (
 )
 
 // Transformer turns stored values to and from their at-rest form (Secrets
-// are encrypted with it).
+// are encrypted with it). key is the value's storage key, bound to the
+// ciphertext so a value copied under another key does not decrypt.
 type Transformer interface {
-	TransformToStorage(ctx context.Context, data []byte) ([]byte, error)
-	TransformFromStorage(ctx context.Context, data []byte) ([]byte, error)
+	TransformToStorage(ctx context.Context, data []byte, key string) ([]byte, error)
+	TransformFromStorage(ctx context.Context, data []byte, key string) ([]byte, error)
 }
 
 // objects stores typed objects of every kind in the store, encoded as
@@ -70,7 +71,7 @@ func (o *objects) encode(ctx context.Context, k *kind, obj runtime.Object) ([]by
 		return nil, fmt.Errorf("encode %s: %w", k.gvk.Kind, err)
 	}
 	if k.encrypt && o.enc != nil {
-		return o.enc.TransformToStorage(ctx, buf.Bytes())
+		return o.enc.TransformToStorage(ctx, buf.Bytes(), k.key(m.GetNamespace(), m.GetName()))
 	}
 	return buf.Bytes(), nil
 }
@@ -79,7 +80,7 @@ func (o *objects) decode(ctx context.Context, k *kind, kv store.KeyValue) (runti
 	data := kv.Value
 	if k.encrypt && o.enc != nil {
 		var err error
-		if data, err = o.enc.TransformFromStorage(ctx, data); err != nil {
+		if data, err = o.enc.TransformFromStorage(ctx, data, kv.Key); err != nil {
 			return nil, fmt.Errorf("decrypt %s: %w", kv.Key, err)
 		}
 	}

@@ -34,7 +34,7 @@ func (i Info) object() infoObject {
 	if i.Version == "" {
 		i.Version = "unversioned"
 	}
-	return infoObject{Title: i.Title, Version: i.Version}
+	return infoObject(i)
 }
 
 type securityScheme struct {

@@ -1,13 +1,11 @@
 package openapi
 
 import (
-	"bytes"
 	"crypto/sha512"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,19 +22,24 @@ const (
 
 // Handler serves /openapi/v2, /openapi/v3 and /openapi/v3/<group-version>.
 // The documents are built on the first request that needs them and then
-// kept: JSON and protobuf encodings separately, since most clients only
-// ever ask for one of them.
+// kept, gzip-compressed; the JSON and protobuf encodings separately, since
+// most clients only ever ask for one of them.
 type Handler struct {
 	resources []Resource
 	info      Info
 	log       *slog.Logger
-	started   time.Time
 
-	v2     lazy[[]byte]
-	v2pb   lazy[[]byte]
-	v3     lazy[*V3]
+	v2     lazy[*blob]
+	v2pb   lazy[*blob]
+	v3     lazy[*v3Blobs]
 	v3pbMu sync.Mutex
-	v3pb   map[string]*lazy[[]byte]
+	v3pb   map[string]*lazy[*blob]
+}
+
+// v3Blobs are the v3 documents as the handler keeps them.
+type v3Blobs struct {
+	index *blob
+	docs  map[string]*blob
 }
 
 // lazy is a value computed once on first use.
@@ -61,65 +64,95 @@ func NewHandler(resources []Resource, info Info, log *slog.Logger) (*Handler, er
 		resources: slices.Clone(resources),
 		info:      info,
 		log:       log,
-		started:   time.Now(),
-		v3pb:      map[string]*lazy[[]byte]{},
+		v3pb:      map[string]*lazy[*blob]{},
 	}, nil
 }
 
-// V2 returns the v2 JSON document, building it on first use.
-func (h *Handler) V2() ([]byte, error) {
-	return h.v2.get(func() ([]byte, error) {
+func (h *Handler) getV2() (*blob, error) {
+	return h.v2.get(func() (*blob, error) {
 		start := time.Now()
 		b, err := BuildV2(h.resources, h.info)
-		if err == nil {
-			h.log.Info("built OpenAPI v2 document", "bytes", len(b), "duration", time.Since(start))
+		if err != nil {
+			return nil, err
 		}
-		return b, err
+		bl, err := newBlob(b, etag(b))
+		if err != nil {
+			return nil, err
+		}
+		h.log.Info("built OpenAPI v2 document", "bytes", len(b), "gzipBytes", len(bl.gz), "duration", time.Since(start))
+		return bl, nil
 	})
 }
 
-// V2Protobuf returns the v2 document in gnostic protobuf, building it on
-// first use.
-func (h *Handler) V2Protobuf() ([]byte, error) {
-	return h.v2pb.get(func() ([]byte, error) {
-		j, err := h.V2()
+func (h *Handler) getV2Protobuf() (*blob, error) {
+	return h.v2pb.get(func() (*blob, error) {
+		j, err := h.getV2()
 		if err != nil {
 			return nil, err
 		}
 		start := time.Now()
-		b, err := V2Protobuf(j)
-		if err == nil {
-			h.log.Info("built OpenAPI v2 protobuf document", "bytes", len(b), "duration", time.Since(start))
+		raw, err := j.raw()
+		if err != nil {
+			return nil, err
 		}
-		return b, err
+		b, err := V2Protobuf(raw)
+		if err != nil {
+			return nil, err
+		}
+		bl, err := newBlob(b, etag(b))
+		if err != nil {
+			return nil, err
+		}
+		h.log.Info("built OpenAPI v2 protobuf document", "bytes", len(b), "gzipBytes", len(bl.gz), "duration", time.Since(start))
+		return bl, nil
 	})
 }
 
-// V3 returns the v3 documents, building them on first use.
-func (h *Handler) V3() (*V3, error) {
-	return h.v3.get(func() (*V3, error) {
+func (h *Handler) getV3() (*v3Blobs, error) {
+	return h.v3.get(func() (*v3Blobs, error) {
 		start := time.Now()
 		v, err := BuildV3(h.resources, h.info)
-		if err == nil {
-			total := 0
-			for _, d := range v.Docs {
-				total += len(d.JSON)
-			}
-			h.log.Info("built OpenAPI v3 documents", "documents", len(v.Docs), "bytes", total, "duration", time.Since(start))
+		if err != nil {
+			return nil, err
 		}
-		return v, err
+		out := &v3Blobs{docs: make(map[string]*blob, len(v.Docs))}
+		if out.index, err = newBlob(v.Index, etag(v.Index)); err != nil {
+			return nil, err
+		}
+		total, gz := 0, 0
+		for path, d := range v.Docs {
+			if out.docs[path], err = newBlob(d.JSON, d.Hash); err != nil {
+				return nil, err
+			}
+			total += len(d.JSON)
+			gz += len(out.docs[path].gz)
+		}
+		h.log.Info("built OpenAPI v3 documents", "documents", len(v.Docs), "bytes", total, "gzipBytes", gz, "duration", time.Since(start))
+		return out, nil
 	})
 }
 
-func (h *Handler) v3Protobuf(path string, doc *V3Document) ([]byte, error) {
+func (h *Handler) getV3Protobuf(path string, doc *blob) (*blob, error) {
 	h.v3pbMu.Lock()
 	l, ok := h.v3pb[path]
 	if !ok {
-		l = &lazy[[]byte]{}
+		l = &lazy[*blob]{}
 		h.v3pb[path] = l
 	}
 	h.v3pbMu.Unlock()
-	return l.get(func() ([]byte, error) { return V3Protobuf(doc.JSON) })
+	return l.get(func() (*blob, error) {
+		raw, err := doc.raw()
+		if err != nil {
+			return nil, err
+		}
+		b, err := V3Protobuf(raw)
+		if err != nil {
+			return nil, err
+		}
+		// Same ETag as the JSON form, as upstream; Vary: Accept keeps
+		// caches from mixing them.
+		return newBlob(b, doc.etag)
+	})
 }
 
 // ServeHTTP implements http.Handler.
@@ -146,56 +179,60 @@ func (h *Handler) fail(w http.ResponseWriter, what string, err error) {
 	http.Error(w, "cannot build OpenAPI document: "+err.Error(), http.StatusInternalServerError)
 }
 
+func (h *Handler) send(w http.ResponseWriter, r *http.Request, b *blob, ctype string) {
+	if err := b.serve(w, r, ctype); err != nil {
+		h.log.Debug("writing OpenAPI document", "path", r.URL.Path, "err", err)
+	}
+}
+
 func (h *Handler) serveV2(w http.ResponseWriter, r *http.Request) {
 	w.Header().Add("Vary", "Accept")
 	switch negotiate(r.Header.Get("Accept"), mediaJSON, ContentTypeV2Protobuf, contentTypeV2ProtobufDot) {
 	case mediaJSON:
-		b, err := h.V2()
+		b, err := h.getV2()
 		if err != nil {
 			h.fail(w, "v2", err)
 			return
 		}
-		h.serve(w, r, mediaJSON, b, etag(b))
+		h.send(w, r, b, mediaJSON)
 	case ContentTypeV2Protobuf, contentTypeV2ProtobufDot:
-		b, err := h.V2Protobuf()
+		b, err := h.getV2Protobuf()
 		if err != nil {
 			h.fail(w, "v2 protobuf", err)
 			return
 		}
-		h.serve(w, r, contentTypeV2ProtobufDot, b, etag(b))
+		h.send(w, r, b, contentTypeV2ProtobufDot)
 	default:
 		http.Error(w, "supported types: application/json, "+ContentTypeV2Protobuf, http.StatusNotAcceptable)
 	}
 }
 
 func (h *Handler) serveV3Index(w http.ResponseWriter, r *http.Request) {
-	v, err := h.V3()
+	v, err := h.getV3()
 	if err != nil {
 		h.fail(w, "v3", err)
 		return
 	}
-	h.serve(w, r, mediaJSON, v.Index, etag(v.Index))
+	h.send(w, r, v.index, mediaJSON)
 }
 
 func (h *Handler) serveV3Doc(w http.ResponseWriter, r *http.Request, path string) {
-	v, err := h.V3()
+	v, err := h.getV3()
 	if err != nil {
 		h.fail(w, "v3", err)
 		return
 	}
-	doc, ok := v.Docs[path]
+	doc, ok := v.docs[path]
 	if !ok {
 		http.NotFound(w, r)
 		return
 	}
 	w.Header().Add("Vary", "Accept")
-	var body []byte
 	ctype := negotiate(r.Header.Get("Accept"), mediaJSON, ContentTypeV3Protobuf, contentTypeV3ProtobufDot)
 	switch ctype {
 	case mediaJSON:
-		body = doc.JSON
 	case ContentTypeV3Protobuf, contentTypeV3ProtobufDot:
-		if body, err = h.v3Protobuf(path, doc); err != nil {
+		if doc, err = h.getV3Protobuf(path, doc); err != nil {
 			h.fail(w, "v3 protobuf "+path, err)
 			return
 		}
@@ -205,30 +242,22 @@ func (h *Handler) serveV3Doc(w http.ResponseWriter, r *http.Request, path string
 		return
 	}
 	if hash := r.URL.Query().Get("hash"); hash != "" {
-		if hash != doc.Hash {
+		if hash != doc.etag {
 			// An old URL: send the client to the current document.
-			http.Redirect(w, r, "/openapi/v3/"+path+"?hash="+doc.Hash, http.StatusMovedPermanently)
+			http.Redirect(w, r, "/openapi/v3/"+path+"?hash="+doc.etag, http.StatusMovedPermanently)
 			return
 		}
 		w.Header().Set("Cache-Control", "public, immutable")
 		w.Header().Set("Expires", time.Now().AddDate(1, 0, 0).UTC().Format(http.TimeFormat))
 	}
-	// The ETag is the document's hash for both encodings, as upstream; Vary
-	// keeps caches from mixing them.
-	h.serve(w, r, ctype, body, doc.Hash)
-}
-
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ctype string, body []byte, tag string) {
-	w.Header().Set("Content-Type", ctype)
-	w.Header().Set("ETag", strconv.Quote(tag))
-	http.ServeContent(w, r, "", h.started, bytes.NewReader(body))
+	h.send(w, r, doc, ctype)
 }
 
 func etag(b []byte) string { return fmt.Sprintf("%X", sha512.Sum512(b)) }
 
-// negotiate picks the first of offers the Accept header allows, honouring
-// q-values; an empty header accepts anything. It returns "" when nothing
-// is acceptable.
+// negotiate picks the offer the Accept header prefers, honouring q-values
+// (the first offer on a tie); an empty header accepts anything. It returns
+// "" when nothing is acceptable.
 func negotiate(accept string, offers ...string) string {
 	if strings.TrimSpace(accept) == "" {
 		return offers[0]
@@ -239,19 +268,8 @@ func negotiate(accept string, offers ...string) string {
 		// RFC 2045 does not allow in a token.
 		mt, params, _ := strings.Cut(clause, ";")
 		mt = strings.ToLower(strings.TrimSpace(mt))
-		q := 1.0
-		for _, p := range strings.Split(params, ";") {
-			k, v, _ := strings.Cut(p, "=")
-			if strings.TrimSpace(k) != "q" {
-				continue
-			}
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil || f < 0 || f > 1 {
-				f = 0
-			}
-			q = f
-		}
-		if q <= bestQ {
+		q, ok := qValue(params)
+		if !ok || q <= bestQ {
 			continue
 		}
 		for _, o := range offers {

@@ -55,8 +55,6 @@ type (
 
 var (
 	schemaTyperType   = reflect.TypeFor[openAPISchemaTyper]()
-	formatterType     = reflect.TypeFor[openAPISchemaFormatter]()
-	oneOfTyperType    = reflect.TypeFor[openAPIV3OneOfTyper]()
 	swaggerDocerType  = reflect.TypeFor[swaggerDocer]()
 	jsonMarshalerType = reflect.TypeFor[json.Marshaler]()
 	textMarshalerType = reflect.TypeFor[encoding.TextMarshaler]()
