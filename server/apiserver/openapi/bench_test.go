@@ -106,6 +106,9 @@ func BenchmarkHandlerWarmV3(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if _, err := h.getV3(); err != nil {
+		b.Fatal(err)
+	}
 	for _, enc := range []string{"gzip", "identity"} {
 		b.Run(enc, func(b *testing.B) {
 			for b.Loop() {
