@@ -1,0 +1,433 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+
+	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/server/controller"
+)
+
+// cluster is a real API server with every controller running.
+type cluster struct {
+	*apitest.Server
+	ctx context.Context
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("ORCH_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func startCluster(t *testing.T) *cluster {
+	t.Helper()
+	s := apitest.Start(t)
+	meta, err := metadata.NewForConfig(s.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := informers.NewSharedInformerFactory(s.Client, 0)
+	m, err := controller.New(controller.Config{}, s.Client, meta, f, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+		f.Shutdown()
+	})
+	return &cluster{Server: s, ctx: ctx}
+}
+
+// kubelet plays the node agent for the pods of ns: every pod becomes
+// Running and Ready with an address, unless hold says otherwise.
+type kubelet struct {
+	mu   sync.Mutex
+	hold func(*corev1.Pod) bool
+	next int
+}
+
+func (c *cluster) runKubelet(t *testing.T, ns string) *kubelet {
+	k := &kubelet{}
+	ctx, cancel := context.WithCancel(c.ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			if err == nil {
+				for i := range pods.Items {
+					k.start(ctx, c.Client, &pods.Items[i])
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return k
+}
+
+func (k *kubelet) start(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) {
+	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodRunning {
+		return
+	}
+	k.mu.Lock()
+	hold := k.hold != nil && k.hold(p)
+	k.next++
+	n := k.next
+	k.mu.Unlock()
+	if hold {
+		return
+	}
+	now := metav1.Now()
+	p.Status.Phase = corev1.PodRunning
+	p.Status.PodIP = fmt.Sprintf("10.42.%d.%d", n/250, n%250+1)
+	p.Status.PodIPs = []corev1.PodIP{{IP: p.Status.PodIP}}
+	p.Status.StartTime = &now
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now}}
+	_, _ = cs.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+}
+
+func (k *kubelet) setHold(f func(*corev1.Pod) bool) {
+	k.mu.Lock()
+	k.hold = f
+	k.mu.Unlock()
+}
+
+func (c *cluster) namespace(t *testing.T, name string) string {
+	t.Helper()
+	_, err := c.Client.CoreV1().Namespaces().Create(c.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
+}
+
+func int32p(v int32) *int32 { return &v }
+
+func newDeployment(name string, replicas int32, image string) *appsv1.Deployment {
+	lbl := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: int32p(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: lbl},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: lbl},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "web", Image: image,
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+				}}},
+			},
+		},
+	}
+}
+
+func (c *cluster) pods(t *testing.T, ns string, sel map[string]string) []corev1.Pod {
+	t.Helper()
+	l, err := c.Client.CoreV1().Pods(ns).List(c.ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(sel).String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
+func ready(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// rolledOut is kubectl rollout status's test for a finished rollout.
+func (c *cluster) rolledOut(ns, name string) func() (bool, error) {
+	return func() (bool, error) {
+		d, err := c.Client.AppsV1().Deployments(ns).Get(c.ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		want := *d.Spec.Replicas
+		st := d.Status
+		ok := st.ObservedGeneration >= d.Generation && st.UpdatedReplicas == want && st.Replicas == want && st.AvailableReplicas == want
+		return ok, fmt.Errorf("status %+v", st)
+	}
+}
+
+func (c *cluster) replicaSets(t *testing.T, ns string) []appsv1.ReplicaSet {
+	t.Helper()
+	l, err := c.Client.AppsV1().ReplicaSets(ns).List(c.ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
+func TestDeploymentRollout(t *testing.T) {
+	c := startCluster(t)
+	ns := c.namespace(t, "orchtest-roll")
+	c.runKubelet(t, ns)
+	d := newDeployment("web", 3, "web:1")
+	d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
+		MaxUnavailable: &intstr.IntOrString{Type: intstr.Int, IntVal: 0},
+		MaxSurge:       &intstr.IntOrString{Type: intstr.Int, IntVal: 1},
+	}}
+	start := time.Now()
+	if _, err := c.Client.AppsV1().Deployments(ns).Create(c.ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "3 available replicas", c.rolledOut(ns, "web"))
+	t.Logf("3-replica deployment available after %v", time.Since(start))
+
+	rss := c.replicaSets(t, ns)
+	if len(rss) != 1 {
+		t.Fatalf("replica sets = %d, want 1", len(rss))
+	}
+	rs1 := rss[0]
+	hash := rs1.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
+	if hash == "" || rs1.Name != "web-"+hash || rs1.Spec.Selector.MatchLabels[appsv1.DefaultDeploymentUniqueLabelKey] != hash {
+		t.Fatalf("rs %s labels %v selector %v", rs1.Name, rs1.Labels, rs1.Spec.Selector)
+	}
+	if rs1.Annotations["deployment.kubernetes.io/revision"] != "1" || rs1.Annotations["deployment.kubernetes.io/desired-replicas"] != "3" ||
+		rs1.Annotations["deployment.kubernetes.io/max-replicas"] != "4" {
+		t.Fatalf("rs annotations %v", rs1.Annotations)
+	}
+	pods := c.pods(t, ns, map[string]string{"app": "web"})
+	if len(pods) != 3 {
+		t.Fatalf("pods = %d, want 3", len(pods))
+	}
+	for _, p := range pods {
+		ref := metav1.GetControllerOf(&p)
+		if ref == nil || ref.UID != rs1.UID || ref.BlockOwnerDeletion == nil || !*ref.BlockOwnerDeletion || p.Labels[appsv1.DefaultDeploymentUniqueLabelKey] != hash {
+			t.Fatalf("pod %s: owner %v labels %v", p.Name, ref, p.Labels)
+		}
+	}
+	dep, _ := c.Client.AppsV1().Deployments(ns).Get(c.ctx, "web", metav1.GetOptions{})
+	if dep.Annotations["deployment.kubernetes.io/revision"] != "1" {
+		t.Fatalf("deployment revision %q", dep.Annotations["deployment.kubernetes.io/revision"])
+	}
+	if cond := findCond(dep, appsv1.DeploymentAvailable); cond == nil || cond.Status != corev1.ConditionTrue || cond.Reason != "MinimumReplicasAvailable" {
+		t.Fatalf("Available condition %+v", cond)
+	}
+	if cond := findCond(dep, appsv1.DeploymentProgressing); cond == nil || cond.Reason != "NewReplicaSetAvailable" {
+		t.Fatalf("Progressing condition %+v", cond)
+	}
+
+	// Scale 3 -> 1 -> 3.
+	for _, n := range []int32{1, 3} {
+		scale, err := c.Client.AppsV1().Deployments(ns).GetScale(c.ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		scale.Spec.Replicas = n
+		if _, err := c.Client.AppsV1().Deployments(ns).UpdateScale(c.ctx, "web", scale, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, fmt.Sprintf("scaled to %d", n), func() (bool, error) {
+			ok, err := c.rolledOut(ns, "web")()
+			if !ok {
+				return false, err
+			}
+			live := 0
+			for _, p := range c.pods(t, ns, map[string]string{"app": "web"}) {
+				if p.DeletionTimestamp == nil {
+					live++
+				}
+			}
+			return live == int(n), fmt.Errorf("%d pods", live)
+		})
+	}
+	if n := len(c.replicaSets(t, ns)); n != 1 {
+		t.Fatalf("scaling made %d replica sets", n)
+	}
+
+	// A template change rolls with maxUnavailable 0: never fewer than 3
+	// ready pods.
+	watchReady := func() (stop func() int) {
+		done := make(chan struct{})
+		minReady := make(chan int, 1)
+		go func() {
+			low := 1 << 30
+			for {
+				select {
+				case <-done:
+					minReady <- low
+					return
+				default:
+				}
+				n := 0
+				for _, p := range c.pods(t, ns, map[string]string{"app": "web"}) {
+					if ready(&p) && p.DeletionTimestamp == nil {
+						n++
+					}
+				}
+				low = min(low, n)
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		return func() int { close(done); return <-minReady }
+	}
+	update := func(image string) time.Duration {
+		t.Helper()
+		cur, err := c.Client.AppsV1().Deployments(ns).Get(c.ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Spec.Template.Spec.Containers[0].Image = image
+		stop := watchReady()
+		start := time.Now()
+		if _, err := c.Client.AppsV1().Deployments(ns).Update(c.ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		eventually(t, 30*time.Second, "rollout of "+image, c.rolledOut(ns, "web"))
+		took := time.Since(start)
+		if low := stop(); low < 3 {
+			t.Fatalf("ready pods fell to %d during the rollout with maxUnavailable 0", low)
+		}
+		return took
+	}
+	took := update("web:2")
+	t.Logf("3-replica rolling update took %v", took)
+	rss = c.replicaSets(t, ns)
+	if len(rss) != 2 {
+		t.Fatalf("replica sets after update = %d", len(rss))
+	}
+	var rs2 appsv1.ReplicaSet
+	for _, rs := range rss {
+		if rs.UID != rs1.UID {
+			rs2 = rs
+		} else if *rs.Spec.Replicas != 0 {
+			t.Fatalf("old rs still has %d replicas", *rs.Spec.Replicas)
+		}
+	}
+	if rs2.Annotations["deployment.kubernetes.io/revision"] != "2" || *rs2.Spec.Replicas != 3 {
+		t.Fatalf("new rs %s revision %q replicas %d", rs2.Name, rs2.Annotations["deployment.kubernetes.io/revision"], *rs2.Spec.Replicas)
+	}
+	for _, p := range c.pods(t, ns, map[string]string{"app": "web"}) {
+		if p.Spec.Containers[0].Image != "web:2" {
+			t.Fatalf("pod %s still runs %s", p.Name, p.Spec.Containers[0].Image)
+		}
+	}
+
+	// Rollback by re-applying the first template re-uses the first RS and
+	// bumps its revision.
+	update("web:1")
+	rss = c.replicaSets(t, ns)
+	if len(rss) != 2 {
+		t.Fatalf("replica sets after rollback = %d", len(rss))
+	}
+	for _, rs := range rss {
+		if rs.UID == rs1.UID {
+			if *rs.Spec.Replicas != 3 || rs.Annotations["deployment.kubernetes.io/revision"] != "3" {
+				t.Fatalf("rolled-back rs replicas %d revision %q", *rs.Spec.Replicas, rs.Annotations["deployment.kubernetes.io/revision"])
+			}
+		} else if *rs.Spec.Replicas != 0 {
+			t.Fatalf("rs %s still has %d replicas", rs.Name, *rs.Spec.Replicas)
+		}
+	}
+	dep, _ = c.Client.AppsV1().Deployments(ns).Get(c.ctx, "web", metav1.GetOptions{})
+	if dep.Annotations["deployment.kubernetes.io/revision"] != "3" {
+		t.Fatalf("deployment revision %q after rollback", dep.Annotations["deployment.kubernetes.io/revision"])
+	}
+}
+
+func findCond(d *appsv1.Deployment, t appsv1.DeploymentConditionType) *appsv1.DeploymentCondition {
+	for i := range d.Status.Conditions {
+		if d.Status.Conditions[i].Type == t {
+			return &d.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func TestDeploymentRecreate(t *testing.T) {
+	c := startCluster(t)
+	ns := c.namespace(t, "orchtest-recreate")
+	c.runKubelet(t, ns)
+	d := newDeployment("db", 2, "db:1")
+	d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+	if _, err := c.Client.AppsV1().Deployments(ns).Create(c.ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "rollout", c.rolledOut(ns, "db"))
+	cur, _ := c.Client.AppsV1().Deployments(ns).Get(c.ctx, "db", metav1.GetOptions{})
+	cur.Spec.Template.Spec.Containers[0].Image = "db:2"
+	done := make(chan struct{})
+	mixed := make(chan string, 1)
+	go func() {
+		defer close(mixed)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			images := map[string]bool{}
+			for _, p := range c.pods(t, ns, map[string]string{"app": "db"}) {
+				images[p.Spec.Containers[0].Image] = true
+			}
+			if len(images) > 1 {
+				mixed <- fmt.Sprint(images)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	if _, err := c.Client.AppsV1().Deployments(ns).Update(c.ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	eventually(t, 20*time.Second, "recreate rollout", c.rolledOut(ns, "db"))
+	close(done)
+	if m, ok := <-mixed; ok {
+		t.Fatalf("old and new pods ran together: %s", m)
+	}
+	pods := c.pods(t, ns, map[string]string{"app": "db"})
+	if len(pods) != 2 || pods[0].Spec.Containers[0].Image != "db:2" {
+		t.Fatalf("pods after recreate: %d", len(pods))
+	}
+}
