@@ -33,4 +33,16 @@
 // the xattr trusted.overlay.opaque=y on its directory, so Image.LayerDirs
 // can be given to overlayfs as lowerdirs (reversed: overlayfs wants the
 // top-most first).
+//
+// # Use
+//
+//	s, err := image.Open(image.Config{Root: image.DefaultRoot(dataDir), RegistriesFile: image.DefaultRegistriesFile}, log)
+//	img, err := s.Pull(ctx, "busybox:stable", image.PullOptions{})   // or s.Has / s.Resolve
+//	// img.Config (Entrypoint, Cmd, Env, ...), img.ID, img.RepoDigests, img.LayerDirs (lowest first)
+//	w, err := image.NewWatcher(image.WatcherConfig{Dir: image.DefaultImportDir(dataDir),
+//		StateFile: filepath.Join(s.Root(), "imported.json")}, s, log)      // Run(ctx): drop-in archives
+//	gc, err := image.NewGarbageCollector(image.GCConfig{Policy: image.DefaultGCPolicy}, s, inUse, log) // Run(ctx)
+//
+// Remove and GC take an InUseFunc from the caller (the agent knows its
+// containers); MountedInUse derives one from overlay mounts for the CLI.
 package image
