@@ -84,6 +84,8 @@ func (db *DB) Compact(ctx context.Context, rev int64) error {
 // after the committer took the write, the write may still be committed (as
 // with etcd): the caller gets ctx's error and must re-read to know.
 func (db *DB) submit(ctx context.Context, o *op) opResult {
+	db.inflight.Add(1)
+	defer db.inflight.Add(-1)
 	o.done = make(chan opResult, 1)
 	select {
 	case db.ops <- o:
@@ -114,7 +116,7 @@ func cloneBytes(b []byte) []byte {
 func (db *DB) commitLoop() {
 	defer close(db.commitDone)
 	batch := make([]*op, 0, db.cfg.MaxBatch)
-	prev := 0
+	var took time.Duration
 	for {
 		batch = batch[:0]
 		select {
@@ -123,24 +125,30 @@ func (db *DB) commitLoop() {
 		case <-db.closing:
 			return
 		}
-		batch = db.gather(batch, prev)
-		prev = len(batch)
+		batch = db.gather(batch, min(max(took/4, minStragglerWait), maxStragglerWait))
+		t0 := time.Now()
 		db.commit(batch)
+		took = time.Since(t0)
 	}
 }
 
-// stragglerWait bounds how long the committer waits for the writers of the
-// previous group to come back before committing a smaller group.
-const stragglerWait = 200 * time.Microsecond
+// The committer waits for the writers of the previous group to come back
+// for at most a quarter of the last commit's duration (so waiting costs
+// little next to the fsync it saves), within these bounds.
+const (
+	minStragglerWait = 50 * time.Microsecond
+	maxStragglerWait = 2 * time.Millisecond
+)
 
 // gather adds the writes already waiting to batch. The writers answered by
-// the last commit usually come straight back with their next write, but
-// not all at once; committing as soon as the first arrives would split
-// them into two groups that alternate, each paying a full fsync. So while
-// the group is smaller than the previous one, gather yields the processor
-// to let them arrive, for at most stragglerWait (no timer: nothing runs
+// the last commit often come straight back with their next write, but not
+// all at once; committing as soon as the first arrives would split them
+// into two groups that alternate, each paying a full fsync. So while fewer
+// writes are gathered than there are callers inside a write call (those
+// just answered are still counted until they return), gather yields the
+// processor to let them arrive, for at most wait (no timer: nothing runs
 // while no one writes).
-func (db *DB) gather(batch []*op, prev int) []*op {
+func (db *DB) gather(batch []*op, wait time.Duration) []*op {
 	var deadline time.Time
 	for len(batch) < db.cfg.MaxBatch {
 		select {
@@ -149,12 +157,12 @@ func (db *DB) gather(batch []*op, prev int) []*op {
 			continue
 		default:
 		}
-		if len(batch) >= prev {
+		if int64(len(batch)) >= db.inflight.Load() {
 			return batch
 		}
 		now := time.Now()
 		if deadline.IsZero() {
-			deadline = now.Add(stragglerWait)
+			deadline = now.Add(wait)
 		} else if now.After(deadline) {
 			return batch
 		}

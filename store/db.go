@@ -32,6 +32,7 @@ type DB struct {
 	// published by the committer after each commit.
 	compactRev atomic.Int64
 	commits    atomic.Int64
+	inflight   atomic.Int64 // callers inside submit
 	writes     atomic.Int64
 
 	ops        chan *op      // to the committer; unbuffered
