@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -429,5 +430,134 @@ func TestDeploymentRecreate(t *testing.T) {
 	pods := c.pods(t, ns, map[string]string{"app": "db"})
 	if len(pods) != 2 || pods[0].Spec.Containers[0].Image != "db:2" {
 		t.Fatalf("pods after recreate: %d", len(pods))
+	}
+}
+
+func TestDeletePropagation(t *testing.T) {
+	c := startCluster(t)
+	ns := c.namespace(t, "orchtest-gc")
+	c.runKubelet(t, ns)
+	for _, policy := range []metav1.DeletionPropagation{metav1.DeletePropagationBackground, metav1.DeletePropagationForeground, metav1.DeletePropagationOrphan} {
+		t.Run(string(policy), func(t *testing.T) {
+			name := map[metav1.DeletionPropagation]string{"Background": "bg", "Foreground": "fg", "Orphan": "or"}[policy]
+			d := newDeployment(name, 2, "img:1")
+			if _, err := c.Client.AppsV1().Deployments(ns).Create(c.ctx, d, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 20*time.Second, "rollout", c.rolledOut(ns, name))
+			sel := map[string]string{"app": name}
+			err := c.Client.AppsV1().Deployments(ns).Delete(c.ctx, name, metav1.DeleteOptions{PropagationPolicy: &policy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rsOf := func() []appsv1.ReplicaSet {
+				l, err := c.Client.AppsV1().ReplicaSets(ns).List(c.ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(sel).String()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return l.Items
+			}
+			switch policy {
+			case metav1.DeletePropagationForeground:
+				// The deployment stays (finalizer) until its dependents are gone.
+				sawHeld := false
+				eventually(t, 20*time.Second, "foreground deletion", func() (bool, error) {
+					_, err := c.Client.AppsV1().Deployments(ns).Get(c.ctx, name, metav1.GetOptions{})
+					gone := apierrors.IsNotFound(err)
+					if !gone {
+						sawHeld = true
+						return false, err
+					}
+					if n := len(rsOf()) + len(c.pods(t, ns, sel)); n != 0 {
+						t.Fatalf("deployment deleted while %d dependents remain", n)
+					}
+					return true, nil
+				})
+				if !sawHeld {
+					t.Log("deployment went before a check saw it held")
+				}
+			case metav1.DeletePropagationBackground:
+				eventually(t, 20*time.Second, "dependents deleted", func() (bool, error) {
+					n := len(rsOf()) + len(c.pods(t, ns, sel))
+					return n == 0, fmt.Errorf("%d dependents", n)
+				})
+			case metav1.DeletePropagationOrphan:
+				eventually(t, 20*time.Second, "owner deleted", func() (bool, error) {
+					_, err := c.Client.AppsV1().Deployments(ns).Get(c.ctx, name, metav1.GetOptions{})
+					return apierrors.IsNotFound(err), err
+				})
+				// Give the collector time to (wrongly) act before checking.
+				time.Sleep(300 * time.Millisecond)
+				rss := rsOf()
+				if len(rss) != 1 || len(rss[0].OwnerReferences) != 0 {
+					t.Fatalf("orphaned replica sets %d, owners %v", len(rss), rss)
+				}
+				pods := c.pods(t, ns, sel)
+				if len(pods) != 2 {
+					t.Fatalf("orphaned pods = %d, want 2", len(pods))
+				}
+				for _, p := range pods {
+					if metav1.GetControllerOf(&p).UID != rss[0].UID {
+						t.Fatalf("pod %s lost its replica set", p.Name)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestNamespaceDeletion(t *testing.T) {
+	c := startCluster(t)
+	ns := c.namespace(t, "orchtest-nsdel")
+	c.runKubelet(t, ns)
+	if _, err := c.Client.AppsV1().Deployments(ns).Create(c.ctx, newDeployment("app", 2, "img:1"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.CoreV1().ConfigMaps(ns).Create(c.ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cfg"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "app"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP}}}}
+	if _, err := c.Client.CoreV1().Services(ns).Create(c.ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "rollout", c.rolledOut(ns, "app"))
+	eventually(t, 10*time.Second, "default service account", func() (bool, error) {
+		_, err := c.Client.CoreV1().ServiceAccounts(ns).Get(c.ctx, "default", metav1.GetOptions{})
+		return err == nil, err
+	})
+	start := time.Now()
+	if err := c.Client.CoreV1().Namespaces().Delete(c.ctx, ns, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "namespace removed", func() (bool, error) {
+		n, err := c.Client.CoreV1().Namespaces().Get(c.ctx, ns, metav1.GetOptions{})
+		if err == nil {
+			return false, fmt.Errorf("phase %s conditions %v", n.Status.Phase, n.Status.Conditions)
+		}
+		return apierrors.IsNotFound(err), err
+	})
+	t.Logf("namespace emptied and removed in %v", time.Since(start))
+	for _, check := range []func() (int, error){
+		func() (int, error) {
+			l, err := c.Client.CoreV1().Pods(ns).List(c.ctx, metav1.ListOptions{})
+			return len(l.Items), err
+		},
+		func() (int, error) {
+			l, err := c.Client.CoreV1().ConfigMaps(ns).List(c.ctx, metav1.ListOptions{})
+			return len(l.Items), err
+		},
+		func() (int, error) {
+			l, err := c.Client.AppsV1().ReplicaSets(ns).List(c.ctx, metav1.ListOptions{})
+			return len(l.Items), err
+		},
+		func() (int, error) {
+			l, err := c.Client.DiscoveryV1().EndpointSlices(ns).List(c.ctx, metav1.ListOptions{})
+			return len(l.Items), err
+		},
+	} {
+		if n, err := check(); err != nil || n != 0 {
+			t.Fatalf("left behind: %d (%v)", n, err)
+		}
 	}
 }

@@ -459,6 +459,8 @@ func (c *Controller) newReplicaSet(ctx context.Context, d *appsv1.Deployment, ex
 			return nil, fmt.Errorf("record hash collision of %s/%s: %w", d.Namespace, d.Name, uerr)
 		}
 		return nil, fmt.Errorf("replica set %s exists with another template: hash collision, retrying", rs.Name)
+	case kit.NamespaceTerminating(err):
+		return nil, fmt.Errorf("create replica set %s: %w", rs.Name, err)
 	case err != nil:
 		msg := fmt.Sprintf("Failed to create new replica set %q: %v", rs.Name, err)
 		c.cfg.Recorder.Event(d, corev1.EventTypeWarning, ReasonFailedRSCreate, msg)

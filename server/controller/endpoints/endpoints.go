@@ -423,7 +423,7 @@ func (c *Controller) syncSlices(ctx context.Context, svc *corev1.Service, eps []
 			AddressType: d.addrType, Ports: d.ports, Endpoints: d.endpoints,
 		}
 		if _, err := c.client.DiscoveryV1().EndpointSlices(svc.Namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil &&
-			!apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			!kit.NamespaceTerminating(err) {
 			errs = append(errs, fmt.Errorf("create endpoint slice for %s/%s: %w", svc.Namespace, svc.Name, err))
 		}
 	}
@@ -510,7 +510,7 @@ func (c *Controller) syncEndpoints(ctx context.Context, svc *corev1.Service, eps
 	if apierrors.IsNotFound(err) {
 		e := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace, Labels: lbls}, Subsets: want}
 		_, err := c.client.CoreV1().Endpoints(svc.Namespace).Create(ctx, e, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) && !apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+		if err != nil && !apierrors.IsAlreadyExists(err) && !kit.NamespaceTerminating(err) {
 			return fmt.Errorf("create endpoints %s/%s: %w", svc.Namespace, svc.Name, err)
 		}
 		return nil

@@ -306,7 +306,7 @@ func (c *Controller) manage(ctx context.Context, key string, rs *appsv1.ReplicaS
 			pod := PodFromTemplate(rs)
 			_, err := c.client.CoreV1().Pods(rs.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 			if err != nil {
-				if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+				if kit.NamespaceTerminating(err) {
 					return nil
 				}
 				return err

@@ -98,7 +98,7 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 		switch {
 		case err == nil:
 			c.log.Info("created service account", "namespace", name, "name", sa)
-		case apierrors.IsAlreadyExists(err), apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
+		case apierrors.IsAlreadyExists(err), kit.NamespaceTerminating(err):
 		default:
 			return fmt.Errorf("create service account %s/%s: %w", name, sa, err)
 		}

@@ -2,6 +2,7 @@ package kit
 
 import (
 	"errors"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -13,4 +14,17 @@ func joinErrs(errs []error) error {
 		return nil
 	}
 	return errors.Join(errs...)
+}
+
+// NamespaceTerminating reports a create refused because the namespace is
+// being deleted (by its status cause, or the message when the cause is
+// missing).
+func NamespaceTerminating(err error) bool {
+	if err == nil {
+		return false
+	}
+	if apierrors.HasStatusCause(err, "NamespaceTerminating") {
+		return true
+	}
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "because it is being terminated")
 }
