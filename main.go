@@ -35,6 +35,7 @@ func newApp() *cli.App {
 		Version: version,
 		Commands: []*cli.Command{
 			serverCommand(),
+			imageCommand(),
 			kubectlCommand(),
 			versionCommand(),
 		},
