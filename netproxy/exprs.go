@@ -177,3 +177,11 @@ func keyIPProtoPort(ip netip.Addr, proto uint8, port uint16) string {
 func keyProtoPort(proto uint8, port uint16) string {
 	return string([]byte{proto, 0, 0, 0, byte(port >> 8), byte(port), 0, 0})
 }
+
+// randomOneIn: numgen random mod n == 0 (true with probability 1/n)
+func randomOneIn(n uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Numgen{Register: 1, Modulus: n, Type: unix.NFT_NG_RANDOM},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
+}

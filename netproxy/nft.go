@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -144,24 +143,7 @@ func concat(parts ...[]expr.Any) []expr.Any {
 func (b *batch) addRules(c chainSpec) error {
 	ch := b.chain(c.Name)
 	for _, r := range c.Rules {
-		exprs := r.Exprs
-		if len(r.NumgenTo) > 0 {
-			id := b.nextSetID()
-			m := &nftables.Set{Table: b.table, Name: "__map%d", ID: id, Anonymous: true, Constant: true, IsMap: true,
-				KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict}
-			elems := make([]nftables.SetElement, len(r.NumgenTo))
-			for i, to := range r.NumgenTo {
-				elems[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)),
-					VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: to}}
-			}
-			if err := b.conn.AddSet(m, elems); err != nil {
-				return fmt.Errorf("chain %s: add numgen map: %w", c.Name, err)
-			}
-			exprs = append(append([]expr.Any{}, exprs...),
-				&expr.Numgen{Register: 1, Modulus: uint32(len(r.NumgenTo)), Type: unix.NFT_NG_RANDOM},
-				&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: m.Name, SetID: id})
-		}
-		b.conn.AddRule(&nftables.Rule{Table: b.table, Chain: ch, Exprs: exprs})
+		b.conn.AddRule(&nftables.Rule{Table: b.table, Chain: ch, Exprs: r.Exprs})
 	}
 	return nil
 }
@@ -183,21 +165,28 @@ func (b *batch) delSet(name string) {
 	b.conn.DelSet(&nftables.Set{Table: b.table, Name: name})
 }
 
-// setElems queues adding (or deleting) elements, one message per map.
+// elemsPerMessage bounds the elements in one message: the element list is
+// a single netlink attribute, whose length field is 16 bits (64 KiB); an
+// element with its verdict chain name takes up to ~300 bytes.
+const elemsPerMessage = 200
+
+// setElems queues adding (or deleting) elements, in messages of at most
+// elemsPerMessage elements.
 func (b *batch) setElems(add bool, elems map[string][]nftables.SetElement) error {
 	for _, name := range []string{mapServiceIPs, mapNoEndpointIPs, mapNodePorts, mapNoEndpointPorts} {
 		es := elems[name]
-		if len(es) == 0 {
-			continue
-		}
-		var err error
-		if add {
-			err = b.conn.SetAddElements(b.maps[name], es)
-		} else {
-			err = b.conn.SetDeleteElements(b.maps[name], es)
-		}
-		if err != nil {
-			return fmt.Errorf("map %s: %w", name, err)
+		for len(es) > 0 {
+			n := min(len(es), elemsPerMessage)
+			var err error
+			if add {
+				err = b.conn.SetAddElements(b.maps[name], es[:n])
+			} else {
+				err = b.conn.SetDeleteElements(b.maps[name], es[:n])
+			}
+			if err != nil {
+				return fmt.Errorf("map %s: %w", name, err)
+			}
+			es = es[n:]
 		}
 	}
 	return nil

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	mdnetlink "github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -50,9 +49,11 @@ type Proxy struct {
 	r      renderer
 	queue  workqueue.TypedRateLimitingInterface[string]
 
-	// dial opens an nftables connection for one batch or query. Set by Run
-	// (netlink in cfg.NetNS) unless a test set it first.
-	dial func() (*nftables.Conn, error)
+	// dial opens an nftables connection for queries, dialBatch one for
+	// writing a batch. Set by Run (netlink in cfg.NetNS) unless a test set
+	// them first.
+	dial      func() (*nftables.Conn, error)
+	dialBatch func() (*batchConn, error)
 	ct   conntrackCleaner
 
 	services   corelisters.ServiceLister
@@ -109,6 +110,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			nsFd = fd
 		}
 		p.dial = func() (*nftables.Conn, error) { return dialNftables(nsFd) }
+		p.dialBatch = func() (*batchConn, error) { return dialBatch(nsFd) }
 		ct, err := newNetlinkConntrack(nsFd)
 		if err != nil {
 			return fmt.Errorf("netproxy: %w", err)
@@ -365,43 +367,18 @@ func (p *Proxy) desired(key string) ([]servicePort, error) {
 }
 
 func (p *Proxy) apply(changes []change, full bool) (syncResult, *state, error) {
-	conn, err := p.dial()
+	conn, err := p.dialBatch()
 	if err != nil {
 		return syncResult{}, p.st, fmt.Errorf("nftables connection: %w", err)
 	}
-	defer conn.CloseLasting()
+	defer func() { _ = conn.close() }()
 	return apply(conn, p.cfg.TableName, &p.r, p.st, changes, full)
 }
 
-// dialNftables opens a lasting nftables netlink connection in the network
-// namespace nsFd (-1: the current one) with buffers sized for large
-// batches: a full sync of 10,000 Services is some 100,000 messages, each
-// acknowledged, and the kernel refuses a send larger than the send buffer and
-// drops acks that overflow the receive buffer. As `nft` does, the buffers are
-// raised with the *FORCE socket options (root), falling back to the plain
-// ones (capped by net.core.[rw]mem_max).
+// dialNftables opens an nftables netlink connection for queries in the
+// network namespace nsFd (-1: the current one).
 func dialNftables(nsFd int) (*nftables.Conn, error) {
-	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(func(c *mdnetlink.Conn) error {
-		if err := c.SetOption(mdnetlink.CapAcknowledge, true); err != nil {
-			return fmt.Errorf("NETLINK_CAP_ACK: %w", err)
-		}
-		rc, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, batchSendBuffer); e != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, batchSendBuffer)
-			}
-			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, batchRecvBuffer); e != nil {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, batchRecvBuffer)
-			}
-		}); err != nil {
-			return err
-		}
-		return serr
-	})}
+	opts := []nftables.ConnOption{nftables.AsLasting()}
 	if nsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(nsFd))
 	}
@@ -411,11 +388,6 @@ func dialNftables(nsFd int) (*nftables.Conn, error) {
 	}
 	return c, nil
 }
-
-const (
-	batchSendBuffer = 256 << 20
-	batchRecvBuffer = 256 << 20
-)
 
 // Stats are counters for diagnosis and tests.
 type Stats struct {

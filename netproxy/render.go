@@ -27,12 +27,9 @@ type verdict struct {
 	Chain string
 }
 
-// ruleSpec is one rule: its expressions, optionally followed by
-// `numgen random mod N vmap { 0 : goto NumgenTo[0], ... }` (the anonymous
-// map is created when the rule is written).
+// ruleSpec is one rule: its expressions.
 type ruleSpec struct {
-	Exprs    []expr.Any
-	NumgenTo []string
+	Exprs []expr.Any
 }
 
 // chainSpec is a regular (non-base) chain and its rules.
@@ -185,7 +182,18 @@ func (r *renderer) renderPort(p *plan, sp *servicePort) {
 
 // balance returns the rules that spread new connections over eps: first the
 // affinity lookups (a client seen recently goes to the same endpoint), then a
-// random choice.
+// uniform random choice as a cascade —
+//
+//	numgen random mod N == 0 goto ep0
+//	numgen random mod N-1 == 0 goto ep1
+//	...
+//	goto epN-1
+//
+// where each endpoint is picked with probability 1/N. This is used instead
+// of `numgen random mod N vmap { ... }` because every such vmap is an
+// anonymous set, and the kernel looks sets up by walking lists of them: with
+// 10,000 Services a full sync became quadratic (minutes instead of a
+// second). Only a connection's first packet traverses these chains.
 func (r *renderer) balance(sp *servicePort, eps []endpoint) []ruleSpec {
 	var rules []ruleSpec
 	if sp.Affinity > 0 {
@@ -193,12 +201,13 @@ func (r *renderer) balance(sp *servicePort, eps []endpoint) []ruleSpec {
 			rules = append(rules, ruleSpec{Exprs: append(inAffinity(affSet(sp, e)), verdictExpr(gotoChain(epChain(sp, e))))})
 		}
 	}
-	if len(eps) == 1 {
-		return append(rules, ruleSpec{Exprs: []expr.Any{verdictExpr(gotoChain(epChain(sp, eps[0])))}})
-	}
-	to := make([]string, len(eps))
 	for i, e := range eps {
-		to[i] = epChain(sp, e)
+		left := len(eps) - i
+		if left == 1 {
+			rules = append(rules, ruleSpec{Exprs: []expr.Any{verdictExpr(gotoChain(epChain(sp, e)))}})
+			break
+		}
+		rules = append(rules, ruleSpec{Exprs: append(randomOneIn(uint32(left)), verdictExpr(gotoChain(epChain(sp, e))))})
 	}
-	return append(rules, ruleSpec{NumgenTo: to})
+	return rules
 }

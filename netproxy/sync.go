@@ -46,9 +46,9 @@ type syncResult struct {
 // apply writes changes to the table in one batch. With full, the table is
 // recreated from scratch and changes must describe every Service. On error
 // nothing was changed (the kernel aborts the whole batch) and st is untouched.
-func apply(conn *nftables.Conn, tableName string, r *renderer, st *state, changes []change, full bool) (syncResult, *state, error) {
+func apply(conn *batchConn, tableName string, r *renderer, st *state, changes []change, full bool) (syncResult, *state, error) {
 	var res syncResult
-	b := newBatch(conn, tableName)
+	b := newBatch(conn.Conn, tableName)
 	next := st
 	if full {
 		next = newState()
@@ -200,7 +200,7 @@ func apply(conn *nftables.Conn, tableName string, r *renderer, st *state, change
 			}
 		}
 	}
-	if err := conn.Flush(); err != nil {
+	if err := conn.flush(); err != nil {
 		return res, st, fmt.Errorf("nftables batch for table %s: %w", tableName, err)
 	}
 	return res, next, nil
