@@ -128,6 +128,17 @@ func TestClients(t *testing.T) {
 		t.Errorf("fieldValidation for an unserved kind: %v, want unsupported", err)
 	}
 
+	// The same over v2, kubectl's fallback when a server has no v3.
+	verifierV2 := resource.NewQueryParamVerifier(dyn, dc, resource.QueryParamFieldValidation)
+	for _, gvk := range []schema.GroupVersionKind{{Version: "v1", Kind: "Pod"}, {Group: "apps", Version: "v1", Kind: "Deployment"}} {
+		if err := verifierV2.HasSupport(gvk); err != nil {
+			t.Errorf("v2 fieldValidation for %v: %v", gvk, err)
+		}
+	}
+	if err := verifierV2.HasSupport(schema.GroupVersionKind{Group: "batch", Version: "v1", Kind: "Job"}); err == nil {
+		t.Error("v2 fieldValidation for an unserved kind: supported")
+	}
+
 	// kubectl explain pods.spec.containers.
 	var out bytes.Buffer
 	if err := explainv2.PrintModelDescription([]string{"spec", "containers"}, &out, client,

@@ -47,8 +47,9 @@ func at(t testing.TB, m any, keys ...string) any {
 	return m
 }
 
-// checkRefs fails on any $ref that does not name an entry of defs.
-func checkRefs(t *testing.T, doc any, prefix string, defs obj) int {
+// checkRefs fails on any $ref that does not name an entry of the table
+// its prefix selects.
+func checkRefs(t *testing.T, doc any, tables map[string]obj) int {
 	t.Helper()
 	n := 0
 	var walk func(v any, where string)
@@ -57,8 +58,13 @@ func checkRefs(t *testing.T, doc any, prefix string, defs obj) int {
 		case obj:
 			if r, ok := v["$ref"].(string); ok {
 				n++
-				name, found := strings.CutPrefix(r, prefix)
-				if _, ok := defs[name]; !found || !ok {
+				found := false
+				for prefix, defs := range tables {
+					if name, ok := strings.CutPrefix(r, prefix); ok {
+						_, found = defs[name]
+					}
+				}
+				if !found {
 					t.Errorf("%s: $ref %s does not resolve", where, r)
 				}
 			}
@@ -107,7 +113,8 @@ func TestV2Document(t *testing.T) {
 		t.Errorf("header: swagger %v info %v", doc["swagger"], doc["info"])
 	}
 	defs := at(t, doc, "definitions").(obj)
-	if n := checkRefs(t, doc, "#/definitions/", defs); n < 100 {
+	shared := at(t, doc, "parameters").(obj)
+	if n := checkRefs(t, doc, map[string]obj{"#/definitions/": defs, "#/parameters/": shared}); n < 100 {
 		t.Errorf("only %d references", n)
 	}
 	containers := at(t, defs, "io.k8s.api.core.v1.PodSpec", "properties", "containers").(obj)
@@ -207,12 +214,12 @@ func TestV2Document(t *testing.T) {
 			t.Errorf("pod patch consumes %s, lacks %s", consumes, c)
 		}
 	}
-	wantParams(t, patch, "body", "dryRun", "fieldManager", "fieldValidation", "force")
-	wantParams(t, at(t, doc, "paths", "/apis/apps/v1/namespaces/{namespace}/deployments").(obj)["get"].(obj),
+	wantParams(t, shared, patch, "body", "dryRun", "fieldManager", "fieldValidation", "force")
+	wantParams(t, shared, at(t, doc, "paths", "/apis/apps/v1/namespaces/{namespace}/deployments").(obj)["get"].(obj),
 		"labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "watch", "timeoutSeconds", "allowWatchBookmarks")
-	wantParams(t, at(t, doc, "paths", "/apis/apps/v1/namespaces/{namespace}/deployments/{name}", "delete").(obj),
+	wantParams(t, shared, at(t, doc, "paths", "/apis/apps/v1/namespaces/{namespace}/deployments/{name}", "delete").(obj),
 		"body", "propagationPolicy", "gracePeriodSeconds", "dryRun")
-	wantParams(t, at(t, doc, "paths", "/apis/apps/v1/namespaces/{namespace}/deployments/{name}").(obj), "name", "namespace", "pretty")
+	wantParams(t, shared, at(t, doc, "paths", "/apis/apps/v1/namespaces/{namespace}/deployments/{name}").(obj), "name", "namespace", "pretty")
 	ops := map[string]string{}
 	for path, item := range at(t, doc, "paths").(obj) {
 		for method, o := range item.(obj) {
@@ -269,17 +276,23 @@ func TestV2Document(t *testing.T) {
 		t.Errorf("scale response = %v", r)
 	}
 	logOp := at(t, doc, "paths", "/api/v1/namespaces/{namespace}/pods/{name}/log", "get").(obj)
-	wantParams(t, logOp, "container", "follow", "previous", "tailLines", "sinceSeconds", "timestamps")
+	wantParams(t, shared, logOp, "container", "follow", "previous", "tailLines", "sinceSeconds", "timestamps")
 	if at(t, logOp, "responses", "200", "schema", "type") != "string" {
 		t.Errorf("log response = %v", at(t, logOp, "responses", "200"))
 	}
 }
 
-func wantParams(t *testing.T, op obj, names ...string) {
+// wantParams checks that op has the named parameters, with descriptions;
+// shared holds the v2 document's shared parameters (nil for v3).
+func wantParams(t *testing.T, shared obj, op obj, names ...string) {
 	t.Helper()
 	have := map[string]obj{}
 	for _, p := range at(t, op, "parameters").([]any) {
-		have[p.(obj)["name"].(string)] = p.(obj)
+		p := p.(obj)
+		if r, ok := p["$ref"].(string); ok {
+			p = at(t, shared, strings.TrimPrefix(r, "#/parameters/")).(obj)
+		}
+		have[p["name"].(string)] = p
 	}
 	for _, n := range names {
 		p, ok := have[n]
@@ -397,7 +410,7 @@ func TestV3Documents(t *testing.T) {
 			t.Errorf("%s: openapi = %v", path, doc["openapi"])
 		}
 		schemas := at(t, doc, "components", "schemas").(obj)
-		checkRefs(t, doc, "#/components/schemas/", schemas)
+		checkRefs(t, doc, map[string]obj{"#/components/schemas/": schemas})
 		if _, ok := schemas["io.k8s.api.core.v1.Pod"]; ok != (path == "api/v1") {
 			t.Errorf("%s: Pod schema present = %v", path, ok)
 		}
@@ -427,7 +440,7 @@ func TestV3Documents(t *testing.T) {
 	if _, ok := at(t, patch, "requestBody", "content").(obj)[mediaStrategicMerge]; !ok {
 		t.Errorf("v3 pod patch request body = %v", patch["requestBody"])
 	}
-	wantParams(t, patch, "fieldValidation", "fieldManager", "dryRun", "force")
+	wantParams(t, nil, patch, "fieldValidation", "fieldManager", "dryRun", "force")
 }
 
 // TestDeterministic: the same input gives the same bytes, so hashes and

@@ -1,10 +1,9 @@
 package openapi
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
-
-	openapi_v2 "github.com/google/gnostic-models/openapiv2"
-	"google.golang.org/protobuf/proto"
 )
 
 type v2Document struct {
@@ -12,6 +11,7 @@ type v2Document struct {
 	Info                infoObject                `json:"info"`
 	Paths               map[string]*v2PathItem    `json:"paths"`
 	Definitions         map[string]*Schema        `json:"definitions"`
+	Parameters          map[string]v2Parameter    `json:"parameters"`
 	SecurityDefinitions map[string]securityScheme `json:"securityDefinitions"`
 	Security            []map[string][]string     `json:"security"`
 }
@@ -39,8 +39,9 @@ type v2Operation struct {
 }
 
 type v2Parameter struct {
-	Name        string  `json:"name"`
-	In          string  `json:"in"`
+	Ref         string  `json:"$ref,omitempty"`
+	Name        string  `json:"name,omitempty"`
+	In          string  `json:"in,omitempty"`
 	Description string  `json:"description,omitempty"`
 	Required    bool    `json:"required,omitempty"`
 	Type        string  `json:"type,omitempty"`
@@ -53,12 +54,24 @@ type v2Response struct {
 	Schema      *Schema `json:"schema,omitempty"`
 }
 
-func v2Params(ps []param) []v2Parameter {
+// v2Params returns references to the parameters, which are added to the
+// document's shared parameters as upstream does: operations repeat the same
+// few parameters with long descriptions, and sharing them makes the
+// document smaller and cheaper to parse.
+func v2Params(shared map[string]v2Parameter, ps []param) ([]v2Parameter, error) {
 	out := make([]v2Parameter, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, v2Parameter{Name: p.Name, In: p.In, Description: p.Description, Required: p.Required, Type: p.Type, UniqueItems: p.UniqueItems})
+		vp := v2Parameter{Name: p.Name, In: p.In, Description: p.Description, Required: p.Required, Type: p.Type, UniqueItems: p.UniqueItems}
+		b, err := marshal(vp)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(b)
+		key := p.Name + "-" + base64.RawURLEncoding.EncodeToString(sum[:6])
+		shared[key] = vp
+		out = append(out, v2Parameter{Ref: "#/parameters/" + key})
 	}
-	return out
+	return out, nil
 }
 
 // BuildV2 returns the swagger 2.0 document of the resources as JSON, with
@@ -80,14 +93,23 @@ func BuildV2(resources []Resource, info Info) ([]byte, error) {
 		Info:        info.object(),
 		Paths:       make(map[string]*v2PathItem, len(items)),
 		Definitions: b.defs,
+		Parameters:  map[string]v2Parameter{},
 		SecurityDefinitions: map[string]securityScheme{
 			bearerTokenScheme: {Type: "apiKey", Description: "Bearer Token authentication", Name: "authorization", In: "header"},
 		},
 		Security: []map[string][]string{{bearerTokenScheme: {}}},
 	}
 	for _, it := range items {
-		pi := &v2PathItem{Parameters: v2Params(it.Params)}
+		params, err := v2Params(doc.Parameters, it.Params)
+		if err != nil {
+			return nil, err
+		}
+		pi := &v2PathItem{Parameters: params}
 		for _, o := range it.Ops {
+			params, err := v2Params(doc.Parameters, o.Params)
+			if err != nil {
+				return nil, err
+			}
 			vo := &v2Operation{
 				Description: o.Description,
 				Consumes:    o.Consumes,
@@ -95,7 +117,7 @@ func BuildV2(resources []Resource, info Info) ([]byte, error) {
 				Schemes:     []string{"https"},
 				Tags:        []string{o.Tag},
 				OperationID: o.ID,
-				Parameters:  v2Params(o.Params),
+				Parameters:  params,
 				Responses:   map[string]v2Response{},
 				Action:      o.Action,
 				GVK:         gvkExt(o.GVK),
@@ -139,21 +161,6 @@ func BuildV2(resources []Resource, info Info) ([]byte, error) {
 	out, err := marshal(&doc)
 	if err != nil {
 		return nil, fmt.Errorf("encode OpenAPI v2 document: %w", err)
-	}
-	return out, nil
-}
-
-// V2Protobuf converts a JSON swagger 2.0 document to the protobuf form
-// (gnostic's openapi_v2.Document) that client-go's discovery client asks
-// for with Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf.
-func V2Protobuf(jsonDoc []byte) ([]byte, error) {
-	doc, err := openapi_v2.ParseDocument(jsonDoc)
-	if err != nil {
-		return nil, fmt.Errorf("parse OpenAPI v2 document: %w", err)
-	}
-	out, err := proto.Marshal(doc)
-	if err != nil {
-		return nil, fmt.Errorf("encode OpenAPI v2 protobuf: %w", err)
 	}
 	return out, nil
 }

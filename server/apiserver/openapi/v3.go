@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	openapi_v3 "github.com/google/gnostic-models/openapiv3"
-	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
@@ -230,20 +228,6 @@ func v3GroupVersion(b *builder, items []pathItem, info Info) (*v3Document, error
 		refs(s, b.refPrefix(), func(n string) { roots = append(roots, n) })
 	}
 	return doc, nil
-}
-
-// V3Protobuf converts a JSON OpenAPI v3 document to gnostic's protobuf form
-// (application/com.github.proto-openapi.spec.v3@v1.0+protobuf).
-func V3Protobuf(jsonDoc []byte) ([]byte, error) {
-	doc, err := openapi_v3.ParseDocument(jsonDoc)
-	if err != nil {
-		return nil, fmt.Errorf("parse OpenAPI v3 document: %w", err)
-	}
-	out, err := proto.Marshal(doc)
-	if err != nil {
-		return nil, fmt.Errorf("encode OpenAPI v3 protobuf: %w", err)
-	}
-	return out, nil
 }
 
 // Paths returns the document paths of v, sorted.
