@@ -185,6 +185,7 @@ func (db *DB) commit(batch []*op) {
 		kvb := tx.Bucket(bucketKV)
 		hist := tx.Bucket(bucketHistory)
 		hist.FillPercent = 1 // append-only: pack pages full
+		kvb.FillPercent = 0.9
 		for i, o := range batch {
 			r := &results[i]
 			if o.kind == opCompact {
@@ -238,6 +239,9 @@ func (db *DB) commit(batch []*op) {
 			batch[i].done <- opResult{err: err}
 		}
 		return
+	}
+	if db.durableHook != nil && len(events) > 0 {
+		db.durableHook(events[0].KV.ModRevision, rev)
 	}
 	db.compactRev.Store(compact)
 	db.commits.Add(1)

@@ -33,7 +33,11 @@ type DB struct {
 	compactRev atomic.Int64
 	commits    atomic.Int64
 	inflight   atomic.Int64 // callers inside submit
-	writes     atomic.Int64
+	// durableHook, when set (by benchmarks, before any write), is called
+	// with the revisions of each commit once it is durable, just before
+	// they are published to watchers.
+	durableHook func(first, last int64)
+	writes      atomic.Int64
 
 	ops        chan *op      // to the committer; unbuffered
 	closing    chan struct{} // closed by Close
@@ -105,11 +109,15 @@ type Stats struct {
 	Commits int64
 	// Writes is the number of writes (successful or not) they carried.
 	Writes int64
+	// PageWrites is the number of write calls bbolt made to the file
+	// (about one per page or run of adjacent pages).
+	PageWrites int64
 }
 
 // Stats returns counters since Open.
 func (db *DB) Stats() Stats {
-	return Stats{Commits: db.commits.Load(), Writes: db.writes.Load()}
+	st := db.bolt.Stats()
+	return Stats{Commits: db.commits.Load(), Writes: db.writes.Load(), PageWrites: st.TxStats.GetWrite()}
 }
 
 // Path is the database file.

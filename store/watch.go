@@ -181,6 +181,11 @@ func (w *watcher) run() {
 			w.next = min(last, w.next+chunk-1) + 1
 		}
 		for _, e := range buf {
+			select { // fast path: room in the channel
+			case w.out <- e:
+				continue
+			default:
+			}
 			select {
 			case w.out <- e:
 			case <-w.stop:
