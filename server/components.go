@@ -2,11 +2,34 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+
+	"github.com/orch-dev/orch/server/controller"
 )
 
 // runComponents runs what works through the API once it serves: the
-// controllers and, unless disabled, the node agent.
+// controllers (over the in-process transport) and, unless disabled, the
+// node agent.
 func (s *Server) runComponents(ctx context.Context) error {
-	<-ctx.Done()
-	return nil
+	cfg := s.LocalConfig()
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("local client: %w", err)
+	}
+	meta, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("local metadata client: %w", err)
+	}
+	factory := informers.NewSharedInformerFactory(client, 10*time.Hour)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return controller.RunAll(ctx, controller.Config{}, client, meta, factory, s.log)
+	})
+	return g.Wait()
 }

@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/applyconfigurations"
 
+	"github.com/orch-dev/orch/server/apiserver/openapi"
 	"github.com/orch-dev/orch/store"
 )
 
@@ -38,7 +39,8 @@ type Config struct {
 	NodePortMin, NodePortMax int
 	// Version is reported at /version.
 	Version version.Info
-	// OpenAPI serves /openapi/v2 and /openapi/v3 (nil: not served).
+	// OpenAPI serves /openapi/v2 and /openapi/v3 (nil: documents generated
+	// from the served types).
 	OpenAPI http.Handler
 	// Extra handles paths the API server does not know (nil: 404).
 	Extra http.Handler
@@ -118,6 +120,13 @@ func New(cfg Config, st store.Store, enc Transformer, auth Authenticator, log *s
 	s.typeConv = applyconfigurations.NewTypeConverter(scheme)
 	s.alloc = newAllocator(st, cfg.ServiceCIDR, cfg.NodePortMin, cfg.NodePortMax)
 	s.discovery = newDiscovery(s.reg)
+	if s.cfg.OpenAPI == nil {
+		oa, err := openapi.NewHandler(s.openAPIResources(), openapi.Info{Title: "Kubernetes", Version: cfg.Version.GitVersion}, log)
+		if err != nil {
+			return nil, fmt.Errorf("openapi: %w", err)
+		}
+		s.cfg.OpenAPI = oa
+	}
 	return s, nil
 }
 
