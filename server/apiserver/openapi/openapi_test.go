@@ -507,6 +507,9 @@ func TestBadInput(t *testing.T) {
 		}, "needs a body Object"},
 		"chan field": {func(r *Resource) { r.Object = &badKind{} }, "chan int has no JSON form"},
 		"map key":    {func(r *Resource) { r.Object = &badMapKind{} }, "cannot be a JSON object key"},
+		"get and connect": {func(r *Resource) {
+			r.Subresources = []Subresource{{Name: "exec", Verbs: []string{"get", "connect"}, Text: true}}
+		}, "two GET operations"},
 		"bad options type": {func(r *Resource) {
 			r.Subresources = []Subresource{{Name: "x", Verbs: []string{"get"}, Options: &badKind{}}}
 		}, "no scalar fields"},

@@ -227,9 +227,16 @@ func paths(resources []Resource) ([]pathItem, error) {
 		out = append(out, items...)
 	}
 	slices.SortFunc(out, func(a, b pathItem) int { return strings.Compare(a.Path, b.Path) })
-	for i := 1; i < len(out); i++ {
-		if out[i].Path == out[i-1].Path {
+	for i := range out {
+		if i > 0 && out[i].Path == out[i-1].Path {
 			return nil, fmt.Errorf("path %s is served twice", out[i].Path)
+		}
+		methods := map[string]bool{}
+		for _, o := range out[i].Ops {
+			if methods[o.Method] {
+				return nil, fmt.Errorf("path %s: two %s operations (verbs that map to the same method)", out[i].Path, strings.ToUpper(o.Method))
+			}
+			methods[o.Method] = true
 		}
 	}
 	return out, nil
@@ -272,12 +279,7 @@ func resourcePaths(r *Resource, opts *optionSets) ([]pathItem, error) {
 		return operation{Method: method, ID: id, Description: desc, Action: action, GVK: gvk, Tag: tag, Consumes: []string{mediaAny}, Produces: get}
 	}
 	patchConsumes := []string{mediaJSONPatch, mediaMergePatch, mediaStrategicMerge, mediaApplyPatch}
-	// Collection-wide list and delete parameters.
-	listParams := without(opts.list, "watch", "allowWatchBookmarks")
-	listParams = merged(listParams, []param{
-		{Name: "allowWatchBookmarks", In: "query", Description: paramDesc(opts.list, "allowWatchBookmarks"), Type: "boolean", UniqueItems: true},
-		{Name: "watch", In: "query", Description: paramDesc(opts.list, "watch"), Type: "boolean", UniqueItems: true},
-	})
+	listParams := opts.list
 
 	var items []pathItem
 	coll := pathItem{Path: base + nsPath + "/" + r.Plural, GV: gv, Params: collParams}
@@ -365,15 +367,6 @@ func resourcePaths(r *Resource, opts *optionSets) ([]pathItem, error) {
 		items = append(items, it)
 	}
 	return items, nil
-}
-
-func paramDesc(ps []param, name string) string {
-	for _, p := range ps {
-		if p.Name == name {
-			return p.Description
-		}
-	}
-	return ""
 }
 
 type opMaker func(method, id, desc, action string, gvk schema.GroupVersionKind) operation
