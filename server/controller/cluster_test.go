@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -560,4 +561,204 @@ func TestNamespaceDeletion(t *testing.T) {
 			t.Fatalf("left behind: %d (%v)", n, err)
 		}
 	}
+}
+
+func (c *cluster) slices(t *testing.T, ns, svc string) []discoveryv1.EndpointSlice {
+	t.Helper()
+	l, err := c.Client.DiscoveryV1().EndpointSlices(ns).List(c.ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
+func setReady(t *testing.T, c *cluster, ns, name string, on bool) {
+	t.Helper()
+	p, err := c.Client.CoreV1().Pods(ns).Get(c.ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := corev1.ConditionFalse
+	if on {
+		st = corev1.ConditionTrue
+	}
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: st, LastTransitionTime: metav1.Now()}}
+	if _, err := c.Client.CoreV1().Pods(ns).UpdateStatus(c.ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEndpoints(t *testing.T) {
+	c := startCluster(t)
+	ns := c.namespace(t, "orchtest-ep")
+	c.runKubelet(t, ns)
+	mkPod := func(name string, ports []corev1.ContainerPort) {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "ep"}},
+			Spec: corev1.PodSpec{NodeName: "", Containers: []corev1.Container{{Name: "c", Image: "img", Ports: ports}}}}
+		if _, err := c.Client.CoreV1().Pods(ns).Create(c.ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkPod("a", []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}})
+	mkPod("b", []corev1.ContainerPort{{Name: "http", ContainerPort: 9090}})
+	mkPod("c", nil) // no "http" port: left out of the named port
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "ep"}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "ep"},
+		Ports:    []corev1.ServicePort{{Name: "web", Port: 80, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP}},
+	}}
+	if _, err := c.Client.CoreV1().Services(ns).Create(c.ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Selector-less service with hand-made endpoints: left alone.
+	manual := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "manual"}, Spec: corev1.ServiceSpec{
+		Ports: []corev1.ServicePort{{Port: 5432, Protocol: corev1.ProtocolTCP}}}}
+	if _, err := c.Client.CoreV1().Services(ns).Create(c.ctx, manual, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	manualEP := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "manual"}, Subsets: []corev1.EndpointSubset{{
+		Addresses: []corev1.EndpointAddress{{IP: "192.0.2.10"}}, Ports: []corev1.EndpointPort{{Port: 5432, Protocol: corev1.ProtocolTCP}}}}}
+	if _, err := c.Client.CoreV1().Endpoints(ns).Create(c.ctx, manualEP, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	podPort := map[string]int32{}
+	eventually(t, 10*time.Second, "slice with pods a and b", func() (bool, error) {
+		sl := c.slices(t, ns, "ep")
+		var eps []discoveryv1.Endpoint
+		for _, s := range sl {
+			if s.Labels[discoveryv1.LabelManagedBy] != "endpointslice-controller.k8s.io" || metav1.GetControllerOf(&s) == nil {
+				return false, fmt.Errorf("slice %s labels %v", s.Name, s.Labels)
+			}
+			for _, e := range s.Endpoints {
+				if e.Conditions.Ready != nil && *e.Conditions.Ready {
+					eps = append(eps, e)
+					podPort[e.TargetRef.Name] = *s.Ports[0].Port
+				}
+			}
+		}
+		return len(eps) == 2, fmt.Errorf("%d ready endpoints in %d slices", len(eps), len(sl))
+	})
+	if podPort["a"] != 8080 || podPort["b"] != 9090 {
+		t.Fatalf("named target ports resolved to %v", podPort)
+	}
+	if _, ok := podPort["c"]; ok {
+		t.Fatal("pod without the named port is an endpoint")
+	}
+	eventually(t, 10*time.Second, "Endpoints object", func() (bool, error) {
+		e, err := c.Client.CoreV1().Endpoints(ns).Get(c.ctx, "ep", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		n := 0
+		for _, s := range e.Subsets {
+			n += len(s.Addresses)
+		}
+		return n == 2 && len(e.Subsets) == 2, fmt.Errorf("subsets %+v", e.Subsets)
+	})
+
+	// Readiness follows the pod.
+	setReady(t, c, ns, "a", false)
+	eventually(t, 10*time.Second, "a not ready", func() (bool, error) {
+		for _, s := range c.slices(t, ns, "ep") {
+			for _, e := range s.Endpoints {
+				if e.TargetRef.Name == "a" {
+					return !*e.Conditions.Ready && !*e.Conditions.Serving && !*e.Conditions.Terminating, fmt.Errorf("conditions %+v", e.Conditions)
+				}
+			}
+		}
+		return false, fmt.Errorf("a missing")
+	})
+	eventually(t, 10*time.Second, "a in notReadyAddresses", func() (bool, error) {
+		e, err := c.Client.CoreV1().Endpoints(ns).Get(c.ctx, "ep", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, s := range e.Subsets {
+			for _, a := range s.NotReadyAddresses {
+				if a.TargetRef.Name == "a" {
+					return true, nil
+				}
+			}
+		}
+		return false, fmt.Errorf("subsets %+v", e.Subsets)
+	})
+	// Deleted pods leave.
+	if err := c.Client.CoreV1().Pods(ns).Delete(c.ctx, "b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "b removed", func() (bool, error) {
+		for _, s := range c.slices(t, ns, "ep") {
+			for _, e := range s.Endpoints {
+				if e.TargetRef.Name == "b" {
+					return false, nil
+				}
+			}
+		}
+		return true, nil
+	})
+	// The hand-made endpoints are untouched and no slice was made for them.
+	got, err := c.Client.CoreV1().Endpoints(ns).Get(c.ctx, "manual", metav1.GetOptions{})
+	if err != nil || len(got.Subsets) != 1 || got.Subsets[0].Addresses[0].IP != "192.0.2.10" {
+		t.Fatalf("manual endpoints changed: %+v %v", got, err)
+	}
+	if sl := c.slices(t, ns, "manual"); len(sl) != 0 {
+		t.Fatalf("slices made for a selector-less service: %d", len(sl))
+	}
+	// Deleting the service removes what was published.
+	if err := c.Client.CoreV1().Services(ns).Delete(c.ctx, "ep", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "published objects removed", func() (bool, error) {
+		_, err := c.Client.CoreV1().Endpoints(ns).Get(c.ctx, "ep", metav1.GetOptions{})
+		return apierrors.IsNotFound(err) && len(c.slices(t, ns, "ep")) == 0, err
+	})
+}
+
+func TestServiceLBStatus(t *testing.T) {
+	c := startCluster(t)
+	ns := c.namespace(t, "orchtest-lb")
+	mkNode := func(name string, ready bool, addrs ...corev1.NodeAddress) {
+		n, err := c.Client.CoreV1().Nodes().Create(c.ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := corev1.ConditionFalse
+		if ready {
+			st = corev1.ConditionTrue
+		}
+		n.Status.Addresses = addrs
+		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: st}}
+		if _, err := c.Client.CoreV1().Nodes().UpdateStatus(c.ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	}
+	mkNode("orchtest-n1", true, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "10.0.0.2"})
+	mkNode("orchtest-n2", false, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "10.0.0.3"})
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "lb"}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "lb"},
+		Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}}}
+	if _, err := c.Client.CoreV1().Services(ns).Create(c.ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ingress := func(want ...string) func() (bool, error) {
+		return func() (bool, error) {
+			s, err := c.Client.CoreV1().Services(ns).Get(c.ctx, "lb", metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			var got []string
+			for _, i := range s.Status.LoadBalancer.Ingress {
+				got = append(got, i.IP)
+			}
+			return fmt.Sprint(got) == fmt.Sprint(want), fmt.Errorf("ingress %v, want %v", got, want)
+		}
+	}
+	eventually(t, 10*time.Second, "ingress of the ready node", ingress("10.0.0.2"))
+	mkNode("orchtest-n3", true, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "10.0.0.4"}, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "203.0.113.7"})
+	eventually(t, 10*time.Second, "external IP preferred", ingress("10.0.0.2", "203.0.113.7"))
+	if err := c.Client.CoreV1().Nodes().Delete(c.ctx, "orchtest-n1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "node removal", ingress("203.0.113.7"))
 }
