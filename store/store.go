@@ -27,8 +27,9 @@ var (
 	// ErrConflict: the expected modify revision of an Update or Delete does
 	// not match the key's current one.
 	ErrConflict = errors.New("store: revision conflict")
-	// ErrCompacted: the requested revision is older than the retained history;
-	// the caller must list afresh (the API server answers 410 Gone).
+	// ErrCompacted: the requested revision is older than the retained history
+	// (or a watcher fell behind it); the caller must list afresh (the API
+	// server answers 410 Gone).
 	ErrCompacted = errors.New("store: revision compacted")
 	// ErrFutureRevision: the requested revision is newer than the store's.
 	ErrFutureRevision = errors.New("store: revision not yet reached")
@@ -140,7 +141,9 @@ type Store interface {
 	Delete(ctx context.Context, key string, expectedRev int64) (KeyValue, error)
 	// Watch delivers every change under prefix with a revision greater than
 	// fromRevision (0: from now on). ErrCompacted if fromRevision is older
-	// than the retained history.
+	// than the retained history, ErrFutureRevision if it is newer than the
+	// current revision. A watcher that falls behind the retained history
+	// ends with an error wrapping ErrCompacted.
 	Watch(ctx context.Context, prefix string, fromRevision int64) (Watcher, error)
 	// Compact drops history at and before rev.
 	Compact(ctx context.Context, rev int64) error

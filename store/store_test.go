@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -469,5 +470,47 @@ func TestRestart(t *testing.T) {
 	}
 	if e := <-w.Events(); e.Revision() != 5 || e.Type != EventCreate {
 		t.Fatalf("live event after replay: %+v", e)
+	}
+}
+
+func TestCanceledContext(t *testing.T) {
+	db := openTestDB(t, Config{})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	if _, err := db.Create(ctx, "/k", []byte("v")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("create with canceled context: %v", err)
+	}
+	if _, err := db.Get(ctx, "/k"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("get with canceled context: %v", err)
+	}
+	if _, err := db.List(ctx, "/", ListOptions{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("list with canceled context: %v", err)
+	}
+	if db.Revision() != 0 {
+		t.Fatalf("canceled write committed: revision %d", db.Revision())
+	}
+	if _, err := db.Get(ctxT(t), "/k"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("canceled write stored: %v", err)
+	}
+}
+
+func TestMaxBatch(t *testing.T) {
+	db := openTestDB(t, Config{MaxBatch: 3})
+	ctx := ctxT(t)
+	errs := make(chan error, 40)
+	for i := range 40 {
+		go func() {
+			_, err := db.Create(ctx, fmt.Sprintf("/m/%d", i), []byte("x"))
+			errs <- err
+		}()
+	}
+	for range 40 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := db.Stats()
+	if st.Writes != 40 || st.Commits < 14 {
+		t.Fatalf("40 writes in %d commits with MaxBatch 3 (%d counted)", st.Commits, st.Writes)
 	}
 }
