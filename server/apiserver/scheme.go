@@ -47,7 +47,7 @@ func newScheme() (*runtime.Scheme, error) {
 	// meta.k8s.io types (Table, PartialObjectMetadata) in both versions.
 	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
 	s.AddKnownTypes(metav1.SchemeGroupVersion, &metav1.Table{}, &metav1.TableOptions{},
-		&metav1.PartialObjectMetadata{}, &metav1.PartialObjectMetadataList{})
+		&metav1.PartialObjectMetadata{}, &metav1.PartialObjectMetadataList{}, &metav1.DeleteOptions{})
 	s.AddKnownTypes(metav1beta1.SchemeGroupVersion, &metav1.Table{}, &metav1.TableOptions{},
 		&metav1.PartialObjectMetadata{}, &metav1.PartialObjectMetadataList{})
 	return s, nil
