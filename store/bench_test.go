@@ -257,3 +257,48 @@ func TestIdleNoWrites(t *testing.T) {
 		t.Fatalf("idle store wrote: write_bytes %d, file changed %t (wchar %d)", wbytes, changed, wchar)
 	}
 }
+
+// BenchmarkOpen: opening a store of 10,000 1 KB keys (plus their history),
+// with and without bbolt's full consistency check.
+func BenchmarkOpen(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "state.db")
+	db, err := Open(Config{Path: path}, testLogger(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := ctxT(b)
+	val := make([]byte, 1024)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := next.Add(1); n <= 10000; n = next.Add(1) {
+				if _, err := db.Create(ctx, fmt.Sprintf("/registry/pods/ns/%08d", n), val); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := db.Close(); err != nil {
+		b.Fatal(err)
+	}
+	info, _ := os.Stat(path)
+	for _, skip := range []bool{false, true} {
+		b.Run(fmt.Sprintf("check=%t", !skip), func(b *testing.B) {
+			for range b.N {
+				db, err := Open(Config{Path: path, SkipIntegrityCheck: skip}, testLogger(b))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := db.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(info.Size())/(1<<20), "file-MB")
+		})
+	}
+}
