@@ -263,3 +263,32 @@ func TestKernelTableRecreated(t *testing.T) {
 		})
 	}
 }
+
+func TestKernelAffinityAndInternalLocal(t *testing.T) {
+	tp := newTopo(t)
+	tp.startEcho(t)
+	three := allPods(tp)
+	three[0].node, three[1].node = "node2", "node2" // only 10.42.0.13 is local
+	tp.runProxy(t,
+		mkService("default", "sticky", "10.43.0.30", withAffinity(300)),
+		mkSlice("default", "sticky", "sticky-1", tcpPorts, allPods(tp)...),
+		mkService("default", "il", "10.43.0.31", withIntLocal()),
+		mkSlice("default", "il", "il-1", tcpPorts, three...),
+	)
+	first, _, err := tcpAsk(tp.node, "10.43.0.30:80", 2*time.Second)
+	must(t, err)
+	for i := 0; i < 30; i++ {
+		srv, _, err := tcpAsk(tp.node, "10.43.0.30:80", 2*time.Second)
+		must(t, err)
+		if srv != first {
+			t.Fatalf("affinity broken: connection %d went to %s, first to %s", i, srv, first)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		srv, _, err := tcpAsk(tp.node, "10.43.0.31:80", 2*time.Second)
+		must(t, err)
+		if srv != "10.42.0.13" {
+			t.Fatalf("internalTrafficPolicy Local reached %s", srv)
+		}
+	}
+}

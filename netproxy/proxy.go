@@ -54,7 +54,7 @@ type Proxy struct {
 	// them first.
 	dial      func() (*nftables.Conn, error)
 	dialBatch func() (*batchConn, error)
-	ct   conntrackCleaner
+	ct        conntrackCleaner
 
 	services   corelisters.ServiceLister
 	slices     cache.Indexer
