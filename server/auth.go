@@ -10,6 +10,7 @@ import (
 
 	"github.com/orch-dev/orch/server/apiserver"
 	"github.com/orch-dev/orch/server/pki"
+	"github.com/orch-dev/orch/server/tunnel"
 )
 
 // authenticator identifies API callers by client certificate (CN user, O
@@ -41,8 +42,28 @@ func (s *Server) handler() http.Handler {
 		_, _ = w.Write(s.pki.CACertPEM())
 	})
 	mux.HandleFunc("POST /v1-orch/client-cert", s.serveClientCert)
+	mux.HandleFunc("GET "+tunnel.ControlPath, s.tunnel.ServeControl)
+	mux.HandleFunc("GET "+tunnel.DialBackPath, s.tunnel.ServeDialBack)
 	mux.Handle("/", s.api)
 	return mux
+}
+
+// nodeIdentity is the node an agent's client certificate names.
+func nodeIdentity(r *http.Request) (string, bool) {
+	user, groups, ok := pki.ClientIdentity(r.TLS)
+	if !ok {
+		return "", false
+	}
+	node, isNode := strings.CutPrefix(user, "system:node:")
+	if !isNode || node == "" {
+		return "", false
+	}
+	for _, g := range groups {
+		if g == "system:nodes" {
+			return node, true
+		}
+	}
+	return "", false
 }
 
 // clientCertRequest asks for a node's client certificate.

@@ -28,6 +28,7 @@ import (
 	"github.com/orch-dev/orch/internal/inproc"
 	"github.com/orch-dev/orch/server/apiserver"
 	"github.com/orch-dev/orch/server/pki"
+	"github.com/orch-dev/orch/server/tunnel"
 	"github.com/orch-dev/orch/store"
 )
 
@@ -89,9 +90,10 @@ type Server struct {
 	port  atomic.Int32
 
 	// Set while running.
-	api   *apiserver.Server
-	pki   *pki.PKI
-	store *store.DB
+	api    *apiserver.Server
+	pki    *pki.PKI
+	store  *store.DB
+	tunnel *tunnel.Broker
 }
 
 // New checks cfg and returns a server ready to Run.
@@ -152,6 +154,8 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.api = api
+	s.tunnel = tunnel.NewBroker(nodeIdentity, s.log.With("component", "tunnel"))
+	api.SetNodeConnector(s.tunnel)
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(bindHost(cfg.BindAddress), strconv.Itoa(cfg.HTTPSPort)))
 	if err != nil {
