@@ -184,7 +184,10 @@ func (db *DB) commit(batch []*op) {
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		kvb := tx.Bucket(bucketKV)
 		hist := tx.Bucket(bucketHistory)
-		hist.FillPercent = 1 // append-only: pack pages full
+		vals := tx.Bucket(bucketValues)
+		// Revision-keyed buckets are appended to: pack their pages full.
+		hist.FillPercent = 1
+		vals.FillPercent = 1
 		// Pack key pages to 90% rather than bbolt's 50%: fewer pages to
 		// write per commit (about 16% fewer measured with 1 KB values).
 		kvb.FillPercent = 0.9
@@ -199,20 +202,23 @@ func (db *DB) commit(batch []*op) {
 				}
 				continue
 			}
-			e, err := apply(kvb, o, rev+1)
+			e, err := apply(tx, o, rev+1)
 			if err != nil {
 				r.err = err
 				continue
 			}
+			rev++
 			if e.Type == EventDelete {
 				err = kvb.Delete([]byte(o.key))
 			} else {
-				err = kvb.Put([]byte(o.key), encodeKV(e.KV.CreateRevision, e.KV.ModRevision, e.KV.Value))
+				err = kvb.Put([]byte(o.key), encodeKV(e.KV.CreateRevision, e.KV.ModRevision))
+				if err == nil {
+					err = vals.Put(revKey(rev), e.KV.Value)
+				}
 			}
 			if err != nil {
 				return fmt.Errorf("write %q: %w", o.key, err)
 			}
-			rev++
 			if err := hist.Put(revKey(rev), encodeEvent(&e)); err != nil {
 				return fmt.Errorf("history %d: %w", rev, err)
 			}
@@ -225,7 +231,7 @@ func (db *DB) commit(batch []*op) {
 		if rev-compact > db.cfg.HistorySize {
 			compact = rev - db.cfg.HistorySize
 		}
-		if err := trimHistory(hist, compact); err != nil {
+		if err := trimHistory(hist, vals, compact); err != nil {
 			return err
 		}
 		meta := tx.Bucket(bucketMeta)
@@ -257,11 +263,11 @@ func (db *DB) commit(batch []*op) {
 	}
 }
 
-// apply checks o against the current value of its key and returns the
+// apply checks o against the current state of its key and returns the
 // event it makes at revision rev (not yet written).
-func apply(kvb *bolt.Bucket, o *op, rev int64) (Event, error) {
+func apply(tx *bolt.Tx, o *op, rev int64) (Event, error) {
 	var prev *KeyValue
-	if v := kvb.Get([]byte(o.key)); v != nil {
+	if v := tx.Bucket(bucketKV).Get([]byte(o.key)); v != nil {
 		p, err := decodeKV(o.key, v)
 		if err != nil {
 			return Event{}, fmt.Errorf("store: %w", err)
@@ -285,6 +291,10 @@ func apply(kvb *bolt.Bucket, o *op, rev int64) (Event, error) {
 		if o.expected != 0 && o.expected != prev.ModRevision {
 			return Event{}, fmt.Errorf("store: %s %q: expected revision %d, current is %d: %w", verb, o.key, o.expected, prev.ModRevision, ErrConflict)
 		}
+		var err error
+		if prev.Value, err = loadValue(tx, prev.ModRevision); err != nil {
+			return Event{}, fmt.Errorf("store: %s %q: %w", verb, o.key, err)
+		}
 		if o.kind == opDelete {
 			return Event{Type: EventDelete, KV: KeyValue{Key: o.key, Value: prev.Value, CreateRevision: prev.CreateRevision, ModRevision: rev}, Prev: prev}, nil
 		}
@@ -293,16 +303,26 @@ func apply(kvb *bolt.Bucket, o *op, rev int64) (Event, error) {
 	return Event{}, errors.New("store: unknown operation")
 }
 
-// trimHistory deletes the history entries at and before compact.
-func trimHistory(hist *bolt.Bucket, compact int64) error {
+// trimHistory deletes the history entries at and before compact, and the
+// values they replaced (no longer anyone's current or Prev value).
+func trimHistory(hist, vals *bolt.Bucket, compact int64) error {
 	c := hist.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.First() {
+	for k, v := c.First(); k != nil; k, v = c.First() {
 		rev, err := decodeRevKey(k)
 		if err != nil {
 			return err
 		}
 		if rev > compact {
 			return nil
+		}
+		e, err := decodeEvent(rev, v)
+		if err != nil {
+			return err
+		}
+		if e.Prev != nil {
+			if err := vals.Delete(revKey(e.Prev.ModRevision)); err != nil {
+				return fmt.Errorf("trim value of %d: %w", e.Prev.ModRevision, err)
+			}
 		}
 		if err := c.Delete(); err != nil {
 			return fmt.Errorf("trim history at %d: %w", rev, err)

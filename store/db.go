@@ -172,7 +172,7 @@ func (db *DB) Get(ctx context.Context, key string) (KeyValue, error) {
 			return fmt.Errorf("get %q: %w", key, ErrNotFound)
 		}
 		var err error
-		kv, err = decodeKV(key, v)
+		kv, err = readKV(tx, key, v)
 		return err
 	})
 	return kv, err
@@ -267,7 +267,7 @@ func pastStates(tx *bolt.Tx, at, cur int64, start []byte, prefix string) ([]keyS
 			continue
 		}
 		seen[key] = true
-		e, err := decodeEvent(rev, v)
+		e, err := readEvent(tx, rev, v)
 		if err != nil {
 			return nil, err
 		}
@@ -309,7 +309,7 @@ func listMerge(ctx context.Context, c *bolt.Cursor, start, prefix []byte, past [
 		default:
 			key = string(k)
 			if !full {
-				d, err := decodeKV(key, v)
+				d, err := readKV(c.Bucket().Tx(), key, v)
 				if err != nil {
 					return err
 				}

@@ -5,23 +5,32 @@ import (
 	"fmt"
 )
 
-// On-disk layout (bbolt buckets):
+// On-disk layout (bbolt buckets). Each value is stored once, under the
+// revision that wrote it; keys and history entries refer to values by
+// revision (as etcd's MVCC does), so a write stores its value once rather
+// than in the key, in its history entry and again as the next entry's Prev.
 //
 //	meta:    "format" -> formatMarker
 //	         "rev"    -> current revision, 8 bytes big endian
 //	         "compact"-> compacted revision (history holds revisions after it)
-//	kv:      key -> uvarint createRev, uvarint modRev, value
-//	history: revision (8 bytes big endian) -> one event, see encodeEvent
+//	kv:      key -> uvarint createRev, uvarint modRev (value: values[modRev])
+//	history: revision -> one event without values, see encodeEvent
+//	values:  revision -> the value written at that revision
+//
+// values holds exactly the values of the current keys and the Prev values
+// of the retained history entries: trimming a history entry deletes the
+// value it replaced.
 var (
 	bucketMeta    = []byte("meta")
 	bucketKV      = []byte("kv")
 	bucketHistory = []byte("history")
+	bucketValues  = []byte("values")
 
 	metaFormat  = []byte("format")
 	metaRev     = []byte("rev")
 	metaCompact = []byte("compact")
 
-	formatMarker = []byte("orch-store-v1")
+	formatMarker = []byte("orch-store-v2")
 )
 
 func revKey(rev int64) []byte {
@@ -37,56 +46,41 @@ func decodeRevKey(b []byte) (int64, error) {
 	return int64(binary.BigEndian.Uint64(b)), nil
 }
 
-func encodeKV(createRev, modRev int64, value []byte) []byte {
-	b := make([]byte, 0, 2*binary.MaxVarintLen64+len(value))
+func encodeKV(createRev, modRev int64) []byte {
+	b := make([]byte, 0, 2*binary.MaxVarintLen64)
 	b = binary.AppendUvarint(b, uint64(createRev))
-	b = binary.AppendUvarint(b, uint64(modRev))
-	return append(b, value...)
+	return binary.AppendUvarint(b, uint64(modRev))
 }
 
-// decodeKV decodes a kv record; the value is copied out of b (which may be
-// bbolt's memory map).
+// decodeKV decodes a kv record into a KeyValue without its value.
 func decodeKV(key string, b []byte) (KeyValue, error) {
-	c, n := binary.Uvarint(b)
-	if n <= 0 {
-		return KeyValue{}, fmt.Errorf("key %q: bad create revision: %w", key, ErrCorrupt)
+	d := decoder{b: b}
+	c := d.uvarint()
+	m := d.uvarint()
+	if d.err || len(d.b) != 0 || c == 0 || c > m {
+		return KeyValue{}, fmt.Errorf("key %q: bad record: %w", key, ErrCorrupt)
 	}
-	b = b[n:]
-	m, n := binary.Uvarint(b)
-	if n <= 0 {
-		return KeyValue{}, fmt.Errorf("key %q: bad modify revision: %w", key, ErrCorrupt)
-	}
-	b = b[n:]
-	return KeyValue{Key: key, Value: append([]byte{}, b...), CreateRevision: int64(c), ModRevision: int64(m)}, nil
+	return KeyValue{Key: key, CreateRevision: int64(c), ModRevision: int64(m)}, nil
 }
 
-// encodeEvent encodes one history entry (its revision is the bucket key):
-// type byte, uvarint key length, key, then for create and update the new
-// key's uvarint createRev and length-prefixed value, then a byte saying
-// whether Prev follows and, if so, Prev's createRev, modRev and
-// length-prefixed value. A delete's KV is rebuilt from Prev.
+// encodeEvent encodes one history entry (its revision is the bucket key)
+// without values: type byte, uvarint key length, key, for create and update
+// the uvarint createRev, then a byte saying whether Prev follows and, if so,
+// Prev's uvarint createRev and modRev.
 func encodeEvent(e *Event) []byte {
-	size := 1 + 4*binary.MaxVarintLen64 + len(e.KV.Key) + len(e.KV.Value) + 1
-	if e.Prev != nil {
-		size += 3*binary.MaxVarintLen64 + len(e.Prev.Value)
-	}
-	b := make([]byte, 0, size)
+	b := make([]byte, 0, 2+4*binary.MaxVarintLen64+len(e.KV.Key))
 	b = append(b, byte(e.Type))
 	b = binary.AppendUvarint(b, uint64(len(e.KV.Key)))
 	b = append(b, e.KV.Key...)
 	if e.Type != EventDelete {
 		b = binary.AppendUvarint(b, uint64(e.KV.CreateRevision))
-		b = binary.AppendUvarint(b, uint64(len(e.KV.Value)))
-		b = append(b, e.KV.Value...)
 	}
 	if e.Prev == nil {
 		return append(b, 0)
 	}
 	b = append(b, 1)
 	b = binary.AppendUvarint(b, uint64(e.Prev.CreateRevision))
-	b = binary.AppendUvarint(b, uint64(e.Prev.ModRevision))
-	b = binary.AppendUvarint(b, uint64(len(e.Prev.Value)))
-	return append(b, e.Prev.Value...)
+	return binary.AppendUvarint(b, uint64(e.Prev.ModRevision))
 }
 
 type decoder struct {
@@ -110,7 +104,7 @@ func (d *decoder) bytes() []byte {
 		d.err = true
 		return nil
 	}
-	v := append([]byte{}, d.b[:n]...)
+	v := d.b[:n]
 	d.b = d.b[n:]
 	return v
 }
@@ -125,7 +119,8 @@ func (d *decoder) byte() byte {
 	return v
 }
 
-// decodeEvent decodes the history entry of revision rev, copying out of b.
+// decodeEvent decodes the history entry of revision rev, without values
+// (KV.Value and Prev.Value are nil; see DB.readEvent).
 func decodeEvent(rev int64, b []byte) (Event, error) {
 	d := decoder{b: b}
 	var e Event
@@ -134,13 +129,11 @@ func decodeEvent(rev int64, b []byte) (Event, error) {
 	e.KV.ModRevision = rev
 	if e.Type != EventDelete {
 		e.KV.CreateRevision = int64(d.uvarint())
-		e.KV.Value = d.bytes()
 	}
 	if d.byte() == 1 {
 		p := KeyValue{Key: e.KV.Key}
 		p.CreateRevision = int64(d.uvarint())
 		p.ModRevision = int64(d.uvarint())
-		p.Value = d.bytes()
 		e.Prev = &p
 	}
 	switch {
@@ -150,22 +143,25 @@ func decodeEvent(rev int64, b []byte) (Event, error) {
 		return Event{}, fmt.Errorf("history entry %d: bad event type %d: %w", rev, e.Type, ErrCorrupt)
 	case (e.Type == EventCreate) != (e.Prev == nil):
 		return Event{}, fmt.Errorf("history entry %d: %s with prev=%t: %w", rev, e.Type, e.Prev != nil, ErrCorrupt)
+	case e.Type != EventDelete && (e.KV.CreateRevision < 1 || e.KV.CreateRevision > rev):
+		return Event{}, fmt.Errorf("history entry %d: create revision %d: %w", rev, e.KV.CreateRevision, ErrCorrupt)
+	case e.Prev != nil && (e.Prev.ModRevision >= rev || e.Prev.CreateRevision < 1 || e.Prev.CreateRevision > e.Prev.ModRevision):
+		return Event{}, fmt.Errorf("history entry %d: prev revisions %d/%d: %w", rev, e.Prev.CreateRevision, e.Prev.ModRevision, ErrCorrupt)
 	}
 	if e.Type == EventDelete {
 		e.KV.CreateRevision = e.Prev.CreateRevision
-		e.KV.Value = e.Prev.Value
 	}
 	return e, nil
 }
 
 // eventKey returns the key of an encoded history entry without decoding
-// the values.
+// the rest.
 func eventKey(rev int64, b []byte) (string, error) {
 	d := decoder{b: b}
 	d.byte()
-	n := d.uvarint()
-	if d.err || n > uint64(len(d.b)) {
+	k := d.bytes()
+	if d.err {
 		return "", fmt.Errorf("history entry %d: bad encoding: %w", rev, ErrCorrupt)
 	}
-	return string(d.b[:n]), nil
+	return string(k), nil
 }

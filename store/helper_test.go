@@ -95,6 +95,7 @@ func checkFile(t testing.TB, path string) {
 			return err
 		}
 		want := st.compact + 1
+		prevs := 0
 		err = tx.Bucket(bucketHistory).ForEach(func(k, v []byte) error {
 			rev, err := decodeRevKey(k)
 			if err != nil {
@@ -104,7 +105,10 @@ func checkFile(t testing.TB, path string) {
 				return fmt.Errorf("history: revision %d, want %d", rev, want)
 			}
 			want++
-			_, err = decodeEvent(rev, v)
+			e, err := readEvent(tx, rev, v)
+			if e.Prev != nil {
+				prevs++
+			}
 			return err
 		})
 		if err != nil {
@@ -113,8 +117,10 @@ func checkFile(t testing.TB, path string) {
 		if want != st.rev+1 {
 			return fmt.Errorf("history ends at %d, revision is %d", want-1, st.rev)
 		}
-		return tx.Bucket(bucketKV).ForEach(func(k, v []byte) error {
-			kv, err := decodeKV(string(k), v)
+		keys := 0
+		err = tx.Bucket(bucketKV).ForEach(func(k, v []byte) error {
+			keys++
+			kv, err := readKV(tx, string(k), v)
 			if err != nil {
 				return err
 			}
@@ -123,6 +129,14 @@ func checkFile(t testing.TB, path string) {
 			}
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		// values holds the current keys' values and the retained Prevs, no more.
+		if n := tx.Bucket(bucketValues).Stats().KeyN; n != keys+prevs {
+			return fmt.Errorf("%d values stored, want %d (%d keys + %d previous values)", n, keys+prevs, keys, prevs)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Errorf("check %s: %v", path, err)

@@ -152,8 +152,10 @@ func readState(tx *bolt.Tx) (state, error) {
 	if f := meta.Get(metaFormat); !bytes.Equal(f, formatMarker) {
 		return st, fmt.Errorf("unknown format %q, want %q", f, formatMarker)
 	}
-	if tx.Bucket(bucketKV) == nil || tx.Bucket(bucketHistory) == nil {
-		return st, fmt.Errorf("missing %q or %q bucket", bucketKV, bucketHistory)
+	for _, b := range [][]byte{bucketKV, bucketHistory, bucketValues} {
+		if tx.Bucket(b) == nil {
+			return st, fmt.Errorf("missing %q bucket", b)
+		}
 	}
 	var err error
 	if st.rev, err = decodeRevKey(meta.Get(metaRev)); err != nil {
@@ -189,7 +191,7 @@ func initialize(db *bolt.DB) error {
 		if err != nil {
 			return err
 		}
-		for _, b := range [][]byte{bucketKV, bucketHistory} {
+		for _, b := range [][]byte{bucketKV, bucketHistory, bucketValues} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

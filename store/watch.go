@@ -245,7 +245,7 @@ func (db *DB) readHistory(from, to int64, prefix string, buf []Event) ([]Event, 
 			if !strings.HasPrefix(key, prefix) {
 				continue
 			}
-			e, err := decodeEvent(rev, v)
+			e, err := readEvent(tx, rev, v)
 			if err != nil {
 				return err
 			}
