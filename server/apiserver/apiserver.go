@@ -291,6 +291,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	isWatch := ri.watchPath || q.Get("watch") == "true" || q.Get("watch") == "1"
+	if u, _ := UserFrom(r.Context()); u != nil {
+		if err := s.authorize(r.Context(), u, verbOf(r, ri, isWatch), sv, ri); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	switch ri.subresource {
 	case "":
 	case "status":

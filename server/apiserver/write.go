@@ -285,6 +285,10 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, sv *served,
 		s.writeError(w, r, apierrors.NewBadRequest(err.Error()))
 		return
 	}
+	if err := nodeMayCreate(r.Context(), sv.k, obj); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	created, err := s.create(r.Context(), sv.k, ri.namespace, obj, o)
 	if err != nil {
 		s.writeError(w, r, err)
