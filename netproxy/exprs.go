@@ -24,12 +24,6 @@ func loadDaddr() expr.Any {
 	return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}
 }
 
-// matchSaddr: ip saddr == ip
-func matchSaddr(ip netip.Addr) []expr.Any {
-	b := ip.As4()
-	return []expr.Any{loadSaddr(), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b[:]}}
-}
-
 // matchPrefix: ip saddr|daddr (!)= prefix
 func matchPrefix(load expr.Any, p netip.Prefix, negate bool) []expr.Any {
 	var m [4]byte
@@ -184,4 +178,19 @@ func randomOneIn(n uint32) []expr.Any {
 		&expr.Numgen{Register: 1, Modulus: n, Type: unix.NFT_NG_RANDOM},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
 	}
+}
+
+// matchHairpin: ip saddr . ip daddr @hairpin
+func matchHairpin() []expr.Any {
+	return []expr.Any{
+		loadSaddr(),
+		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: setHairpin},
+	}
+}
+
+// keyHairpin encodes ipv4_addr . ipv4_addr for ip . ip.
+func keyHairpin(ip netip.Addr) []byte {
+	a := ip.As4()
+	return []byte{a[0], a[1], a[2], a[3], a[0], a[1], a[2], a[3]}
 }

@@ -2,6 +2,7 @@ package netproxy
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -18,16 +19,18 @@ const tableFamily = nftables.TableFamilyIPv4
 var (
 	keyIPProtoPortType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
 	keyProtoPortType   = nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
+	keyHairpinType     = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)
 )
 
 // batch queues the messages of one sync on an nftables connection. It owns
 // set IDs (the library's own allocator is a package-level counter shared by
 // every connection).
 type batch struct {
-	conn  *nftables.Conn
-	table *nftables.Table
-	maps  map[string]*nftables.Set
-	setID uint32
+	conn    *nftables.Conn
+	table   *nftables.Table
+	maps    map[string]*nftables.Set
+	hairpin *nftables.Set
+	setID   uint32
 }
 
 func newBatch(conn *nftables.Conn, tableName string) *batch {
@@ -44,7 +47,30 @@ func newBatch(conn *nftables.Conn, tableName string) *batch {
 	} {
 		b.maps[m.name] = &nftables.Set{Table: t, Name: m.name, IsMap: true, KeyType: m.key, DataType: nftables.TypeVerdict}
 	}
+	b.hairpin = &nftables.Set{Table: t, Name: setHairpin, KeyType: keyHairpinType}
 	return b
+}
+
+// setHairpinElems queues adding or deleting hairpin elements.
+func (b *batch) setHairpinElems(add bool, ips []netip.Addr) error {
+	for len(ips) > 0 {
+		n := min(len(ips), elemsPerMessage)
+		es := make([]nftables.SetElement, n)
+		for i, ip := range ips[:n] {
+			es[i] = nftables.SetElement{Key: keyHairpin(ip)}
+		}
+		var err error
+		if add {
+			err = b.conn.SetAddElements(b.hairpin, es)
+		} else {
+			err = b.conn.SetDeleteElements(b.hairpin, es)
+		}
+		if err != nil {
+			return fmt.Errorf("set %s: %w", setHairpin, err)
+		}
+		ips = ips[n:]
+	}
+	return nil
 }
 
 func (b *batch) nextSetID() uint32 {
@@ -69,6 +95,10 @@ func (b *batch) recreateTable(mark uint32) error {
 		if err := b.conn.AddSet(m, nil); err != nil {
 			return fmt.Errorf("add map %s: %w", name, err)
 		}
+	}
+	b.hairpin.ID = b.nextSetID()
+	if err := b.conn.AddSet(b.hairpin, nil); err != nil {
+		return fmt.Errorf("add set %s: %w", setHairpin, err)
 	}
 	// Regular chains first, base chains (which jump to them) last.
 	for _, c := range []chainSpec{
@@ -121,6 +151,7 @@ func baseChains(mark uint32) []baseChain {
 		{"nat-prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest, [][]expr.Any{jumpServices}},
 		{"nat-output", nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest, [][]expr.Any{jumpServices}},
 		{"nat-postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, [][]expr.Any{
+			append(matchHairpin(), &expr.Masq{FullyRandom: true}),
 			returnUnlessMarked(mark),
 			clearMarkBit(mark),
 			{&expr.Masq{FullyRandom: true}},

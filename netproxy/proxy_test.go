@@ -68,7 +68,7 @@ func TestInformerWiring(t *testing.T) {
 	_, err = client.DiscoveryV1().EndpointSlices("default").Create(ctx,
 		mkSlice("default", "api", "api-1", tcpPorts, readyEP("10.42.0.6", "node1")), metav1.CreateOptions{})
 	must(t, err)
-	waitFor("NEWCHAIN", "ep-default/api/tcp/80/10.42.0.6:8080")
+	waitFor("NEWCHAIN", "svc-default/api/tcp/80")
 
 	// Deleting a Service removes its chains.
 	must(t, client.CoreV1().Services("default").Delete(ctx, "web", metav1.DeleteOptions{}))
@@ -172,4 +172,3 @@ func TestStaleFlows(t *testing.T) {
 		t.Errorf("TCP flows are never deleted: %v", got)
 	}
 }
-

@@ -3,6 +3,7 @@ package netproxy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/google/nftables/expr"
@@ -14,6 +15,7 @@ const (
 	mapNodePorts       = "service-nodeports"     // inet_proto . inet_service : verdict (on local addresses)
 	mapNoEndpointIPs   = "no-endpoint-services"  // like service-ips, for services without endpoints
 	mapNoEndpointPorts = "no-endpoint-nodeports" // like service-nodeports, for services without endpoints
+	setHairpin         = "hairpin"               // ipv4_addr . ipv4_addr: {ip . ip} for every endpoint ip
 
 	chainServices      = "services"
 	chainMarkMasq      = "mark-for-masquerade"
@@ -50,11 +52,13 @@ type elemKey struct {
 	Key string
 }
 
-// plan is what one Service renders to: its chains, sets and map elements.
+// plan is what one Service renders to: its chains, sets and map elements,
+// and the endpoint addresses that need hairpin masquerade.
 type plan struct {
-	Chains []chainSpec
-	Sets   []setSpec
-	Elems  map[elemKey]verdict
+	Chains  []chainSpec
+	Sets    []setSpec
+	Elems   map[elemKey]verdict
+	Hairpin []netip.Addr
 }
 
 // renderer turns servicePorts into plans.
@@ -90,19 +94,25 @@ func (r *renderer) renderPort(p *plan, sp *servicePort) {
 	}
 	internal, external := noEndpoints, noEndpoints
 
-	// Endpoint chains.
+	// Hairpin (a pod reaching itself through the Service) is masqueraded
+	// by one rule in postrouting that matches `ip saddr . ip daddr` against
+	// {ip . ip} of every endpoint: no per-endpoint rule.
 	for _, e := range sp.allEndpoints() {
-		c := chainSpec{Name: epChain(sp, e)}
-		// Hairpin: a pod reaching itself through the Service must be
-		// masqueraded or it would answer itself directly.
-		c.Rules = append(c.Rules, ruleSpec{Exprs: append(matchSaddr(e.IP), verdictExpr(jumpChain(chainMarkMasq)))})
-		if sp.Affinity > 0 {
+		if !slices.Contains(p.Hairpin, e.IP) {
+			p.Hairpin = append(p.Hairpin, e.IP)
+		}
+	}
+	// Endpoint chains, only needed to remember the client for affinity;
+	// otherwise the balancing rules DNAT directly.
+	if sp.Affinity > 0 {
+		for _, e := range sp.allEndpoints() {
 			set := affSet(sp, e)
 			p.Sets = append(p.Sets, setSpec{Name: set, Timeout: sp.Affinity})
-			c.Rules = append(c.Rules, ruleSpec{Exprs: updateAffinity(set)})
+			p.Chains = append(p.Chains, chainSpec{Name: epChain(sp, e), Rules: []ruleSpec{
+				{Exprs: updateAffinity(set)},
+				{Exprs: append(matchL4(sp.Proto), dnatTo(e)...)},
+			}})
 		}
-		c.Rules = append(c.Rules, ruleSpec{Exprs: append(matchL4(sp.Proto), dnatTo(e)...)})
-		p.Chains = append(p.Chains, c)
 	}
 
 	// Cluster-wide chain.
@@ -184,30 +194,37 @@ func (r *renderer) renderPort(p *plan, sp *servicePort) {
 // affinity lookups (a client seen recently goes to the same endpoint), then a
 // uniform random choice as a cascade —
 //
-//	numgen random mod N == 0 goto ep0
-//	numgen random mod N-1 == 0 goto ep1
+//	numgen random mod N == 0 meta l4proto tcp dnat to ep0
+//	numgen random mod N-1 == 0 meta l4proto tcp dnat to ep1
 //	...
-//	goto epN-1
+//	meta l4proto tcp dnat to epN-1
 //
-// where each endpoint is picked with probability 1/N. This is used instead
-// of `numgen random mod N vmap { ... }` because every such vmap is an
-// anonymous set, and the kernel looks sets up by walking lists of them: with
-// 10,000 Services a full sync became quadratic (minutes instead of a
-// second). Only a connection's first packet traverses these chains.
+// where each endpoint is picked with probability 1/N (with affinity, the
+// DNAT is a goto to the endpoint's chain, which also records the client).
+// A cascade is used instead of `numgen random mod N vmap { ... }` because
+// every such vmap is an anonymous set, and the kernel looks sets up by
+// walking lists of them: with 10,000 Services a full sync became quadratic
+// (minutes). Only a connection's first packet traverses these rules.
 func (r *renderer) balance(sp *servicePort, eps []endpoint) []ruleSpec {
 	var rules []ruleSpec
+	to := func(e endpoint) []expr.Any {
+		if sp.Affinity > 0 {
+			return []expr.Any{verdictExpr(gotoChain(epChain(sp, e)))}
+		}
+		return append(matchL4(sp.Proto), dnatTo(e)...)
+	}
 	if sp.Affinity > 0 {
 		for _, e := range eps {
-			rules = append(rules, ruleSpec{Exprs: append(inAffinity(affSet(sp, e)), verdictExpr(gotoChain(epChain(sp, e))))})
+			rules = append(rules, ruleSpec{Exprs: append(inAffinity(affSet(sp, e)), to(e)...)})
 		}
 	}
 	for i, e := range eps {
 		left := len(eps) - i
 		if left == 1 {
-			rules = append(rules, ruleSpec{Exprs: []expr.Any{verdictExpr(gotoChain(epChain(sp, e)))}})
+			rules = append(rules, ruleSpec{Exprs: to(e)})
 			break
 		}
-		rules = append(rules, ruleSpec{Exprs: append(randomOneIn(uint32(left)), verdictExpr(gotoChain(epChain(sp, e))))})
+		rules = append(rules, ruleSpec{Exprs: append(randomOneIn(uint32(left)), to(e)...)})
 	}
 	return rules
 }

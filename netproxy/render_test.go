@@ -57,24 +57,14 @@ func TestRenderClusterIPGolden(t *testing.T) {
 	sl := mkSlice("ns", "web", "web-1", tcpPorts, readyEP("10.42.0.5", "node1"), readyEP("10.42.1.6", "node2"))
 	p := testRenderer.render(portsOf(t, svc, sl))
 
-	ep5 := "ep-ns/web/tcp/80/10.42.0.5:8080"
-	ep6 := "ep-ns/web/tcp/80/10.42.1.6:8080"
-	wantEP := [][]expr.Any{
-		{ // ip saddr 10.42.0.5 jump mark-for-masquerade
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{10, 42, 0, 5}},
-			&expr.Verdict{Kind: expr.VerdictJump, Chain: "mark-for-masquerade"},
-		},
-		{ // meta l4proto tcp dnat to 10.42.0.5:8080
+	dnat := func(ip [4]byte) []expr.Any { // meta l4proto tcp dnat to ip:8080
+		return []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-			&expr.Immediate{Register: 1, Data: []byte{10, 42, 0, 5}},
+			&expr.Immediate{Register: 1, Data: ip[:]},
 			&expr.Immediate{Register: 2, Data: []byte{0x1f, 0x90}},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
-		},
-	}
-	if got := exprsOf(chainOf(t, p, ep5)); !reflect.DeepEqual(got, wantEP) {
-		t.Errorf("endpoint chain:\n got %#v\nwant %#v", got, wantEP)
+		}
 	}
 	wantSvc := [][]expr.Any{
 		{ // ip saddr != 10.42.0.0/16 jump mark-for-masquerade
@@ -83,15 +73,18 @@ func TestRenderClusterIPGolden(t *testing.T) {
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{10, 42, 0, 0}},
 			&expr.Verdict{Kind: expr.VerdictJump, Chain: "mark-for-masquerade"},
 		},
-		{ // numgen random mod 2 == 0 goto ep5
+		// numgen random mod 2 == 0 meta l4proto tcp dnat to 10.42.0.5:8080
+		append([]expr.Any{
 			&expr.Numgen{Register: 1, Modulus: 2, Type: unix.NFT_NG_RANDOM},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
-			&expr.Verdict{Kind: expr.VerdictGoto, Chain: ep5},
-		},
-		{&expr.Verdict{Kind: expr.VerdictGoto, Chain: ep6}},
+		}, dnat([4]byte{10, 42, 0, 5})...),
+		dnat([4]byte{10, 42, 1, 6}),
 	}
 	if got := exprsOf(chainOf(t, p, "svc-ns/web/tcp/80")); !reflect.DeepEqual(got, wantSvc) {
 		t.Errorf("service chain:\n got %#v\nwant %#v", got, wantSvc)
+	}
+	if want := []netip.Addr{netip.MustParseAddr("10.42.0.5"), netip.MustParseAddr("10.42.1.6")}; !reflect.DeepEqual(p.Hairpin, want) {
+		t.Errorf("hairpin %v, want %v", p.Hairpin, want)
 	}
 	wantElems := map[elemKey]verdict{
 		{mapServiceIPs, keyIPProtoPort(netip.MustParseAddr("10.43.0.10"), 6, 80)}: gotoChain("svc-ns/web/tcp/80"),
@@ -99,8 +92,8 @@ func TestRenderClusterIPGolden(t *testing.T) {
 	if !reflect.DeepEqual(p.Elems, wantElems) {
 		t.Errorf("elements %v, want %v", p.Elems, wantElems)
 	}
-	if len(p.Chains) != 3 || len(p.Sets) != 0 {
-		t.Errorf("%d chains %d sets, want 3 and 0", len(p.Chains), len(p.Sets))
+	if len(p.Chains) != 1 || len(p.Sets) != 0 {
+		t.Errorf("%d chains %d sets, want 1 and 0", len(p.Chains), len(p.Sets))
 	}
 	if k := keyIPProtoPort(netip.MustParseAddr("10.43.0.10"), 6, 80); k != "\x0a\x2b\x00\x0a\x06\x00\x00\x00\x00\x50\x00\x00" {
 		t.Errorf("key encoding %x", k)
@@ -116,8 +109,8 @@ func TestRenderNodePortAndLoadBalancer(t *testing.T) {
 	want := map[elemKey]verdict{
 		{mapServiceIPs, keyIPProtoPort(netip.MustParseAddr("10.43.0.11"), 6, 443)}: gotoChain("svc-ns/lb/tcp/443"),
 		{mapServiceIPs, keyIPProtoPort(netip.MustParseAddr("192.0.2.1"), 6, 443)}:  gotoChain(ext),
-		{mapNodePorts, keyProtoPort(6, 30443)}:                                      gotoChain(ext),
-		{mapNodePorts, keyProtoPort(6, 443)}:                                        gotoChain(ext),
+		{mapNodePorts, keyProtoPort(6, 30443)}:                                     gotoChain(ext),
+		{mapNodePorts, keyProtoPort(6, 443)}:                                       gotoChain(ext),
 	}
 	if !reflect.DeepEqual(p.Elems, want) {
 		t.Errorf("elements:\n got %v\nwant %v", p.Elems, want)
@@ -150,7 +143,7 @@ func TestRenderExternalTrafficPolicyLocal(t *testing.T) {
 		}
 	}
 	loc := chainOf(t, p, "loc-ns/loc/tcp/80")
-	if want := [][]expr.Any{{&expr.Verdict{Kind: expr.VerdictGoto, Chain: "ep-ns/loc/tcp/80/10.42.0.5:8080"}}}; !reflect.DeepEqual(exprsOf(loc), want) {
+	if want := [][]expr.Any{append(matchL4(unix.IPPROTO_TCP), dnatTo(endpoint{IP: netip.MustParseAddr("10.42.0.5"), Port: 8080})...)}; !reflect.DeepEqual(exprsOf(loc), want) {
 		t.Errorf("local chain %#v", exprsOf(loc))
 	}
 
@@ -207,8 +200,8 @@ func TestRenderAffinity(t *testing.T) {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Dynset{SrcRegKey: 1, SetName: wantSets[0].Name, Operation: unix.NFT_DYNSET_OP_UPDATE},
 	}
-	if !reflect.DeepEqual(ep.Rules[1].Exprs, wantUpdate) {
-		t.Errorf("endpoint chain does not remember the client: %#v", ep.Rules[1].Exprs)
+	if !reflect.DeepEqual(ep.Rules[0].Exprs, wantUpdate) {
+		t.Errorf("endpoint chain does not remember the client: %#v", ep.Rules[0].Exprs)
 	}
 	svcChain := chainOf(t, p, "svc-ns/aff/tcp/80")
 	wantLookup := []expr.Any{
@@ -256,6 +249,7 @@ func TestBatchFullSync(t *testing.T) {
 		{Op: "NEWSET", Name: mapServiceIPs}, {Op: "NEWSET", Name: mapNodePorts},
 		{Op: "NEWCHAIN", Name: "nat-prerouting"}, {Op: "NEWCHAIN", Name: "filter-output"},
 		{Op: "NEWCHAIN", Name: "svc-default/a/tcp/80"}, {Op: "NEWSETELEM", Name: mapServiceIPs},
+		{Op: "NEWSET", Name: setHairpin}, {Op: "NEWSETELEM", Name: setHairpin},
 	} {
 		if !hasMsg(msgs, want.Op, want.Name) {
 			t.Errorf("missing %s", want)
@@ -263,11 +257,11 @@ func TestBatchFullSync(t *testing.T) {
 	}
 	// Golden expression lists of the rules netlink carries.
 	wantRules := map[string][][]string{
-		"ep-default/a/tcp/80/10.42.0.5:8080": {{"payload", "cmp", "immediate"}, {"meta", "cmp", "immediate", "immediate", "nat"}},
-		"services": {{"payload", "meta", "payload", "lookup"}, {"fib", "cmp", "payload", "cmp", "meta", "payload", "lookup"}},
-		"nat-postrouting": {{"meta", "bitwise", "cmp", "immediate"}, {"meta", "bitwise", "meta"}, {"masq"}},
-		"reject-chain":    {{"meta", "cmp", "reject"}, {"reject"}},
-		"filter-input":    {{"ct", "bitwise", "cmp", "immediate"}},
+		"svc-default/a/tcp/80": {{"payload", "bitwise", "cmp", "immediate"}, {"meta", "cmp", "immediate", "immediate", "nat"}},
+		"services":             {{"payload", "meta", "payload", "lookup"}, {"fib", "cmp", "payload", "cmp", "meta", "payload", "lookup"}},
+		"nat-postrouting":      {{"payload", "payload", "lookup", "masq"}, {"meta", "bitwise", "cmp", "immediate"}, {"meta", "bitwise", "meta"}, {"masq"}},
+		"reject-chain":         {{"meta", "cmp", "reject"}, {"reject"}},
+		"filter-input":         {{"ct", "bitwise", "cmp", "immediate"}},
 	}
 	got := map[string][][]string{}
 	for _, m := range msgs {
@@ -331,23 +325,24 @@ func TestBatchIncremental(t *testing.T) {
 		t.Errorf("no-op sync sent a batch (changed %d)", res.changed)
 	}
 
-	// Removing an endpoint of B rewrites B's service chain and deletes the
-	// endpoint chain, after emptying it; map elements stay.
+	// Removing an endpoint of B rewrites B's service chain and drops the
+	// endpoint's hairpin element; map elements stay.
 	slB2 := mkSlice("default", "b", "b-1", tcpPorts, readyEP("10.42.0.6", "node1"))
 	c, _ = rec.dial()
 	_, st, err = apply(c, "orch", &testRenderer, st, changesOf(t, []any{svcB, slB2}), false)
 	must(t, err)
 	msgs = rec.last(t)
 	onlyAbout(msgs, "b")
-	gone := "ep-default/b/tcp/80/10.42.0.7:8080"
-	iFlush := slices.IndexFunc(msgs, func(m nlMsg) bool { return m.Op == "DELRULE" && m.Name == gone })
-	iDel := slices.IndexFunc(msgs, func(m nlMsg) bool { return m.Op == "DELCHAIN" && m.Name == gone })
-	iSvc := slices.IndexFunc(msgs, func(m nlMsg) bool { return m.Op == "DELRULE" && m.Name == "svc-default/b/tcp/80" })
-	if iFlush < 0 || iDel < iFlush || iSvc < 0 || iSvc > iDel {
-		t.Errorf("endpoint removal order wrong:\n%s", msgList(msgs))
+	iFlush := slices.IndexFunc(msgs, func(m nlMsg) bool { return m.Op == "DELRULE" && m.Name == "svc-default/b/tcp/80" })
+	iAdd := slices.IndexFunc(msgs, func(m nlMsg) bool { return m.Op == "NEWRULE" && m.Name == "svc-default/b/tcp/80" })
+	if iFlush < 0 || iAdd < iFlush || !hasMsg(msgs, "DELSETELEM", setHairpin) {
+		t.Errorf("endpoint removal:\n%s", msgList(msgs))
 	}
-	if hasMsg(msgs, "NEWSETELEM", mapServiceIPs) || hasMsg(msgs, "DELSETELEM", mapServiceIPs) {
+	if hasMsg(msgs, "NEWSETELEM", mapServiceIPs) || hasMsg(msgs, "DELSETELEM", mapServiceIPs) || hasMsg(msgs, "NEWSETELEM", setHairpin) {
 		t.Errorf("unchanged element rewritten:\n%s", msgList(msgs))
+	}
+	if st.hairpin[netip.MustParseAddr("10.42.0.7")] != 0 || st.hairpin[netip.MustParseAddr("10.42.0.6")] != 1 {
+		t.Errorf("hairpin counts %v", st.hairpin)
 	}
 
 	// Deleting a Service removes its element before its chains.
@@ -395,5 +390,29 @@ func TestBatchConflictingElements(t *testing.T) {
 	must(t, err)
 	if !reflect.DeepEqual(res.requeue, []string{"default/b"}) {
 		t.Errorf("requeue %v", res.requeue)
+	}
+}
+
+func TestBatchHairpinShared(t *testing.T) {
+	rec := &recorder{}
+	x := mkService("default", "x", "10.43.0.1")
+	y := mkService("default", "y", "10.43.0.2")
+	pod := readyEP("10.42.0.5", "node1")
+	c, _ := rec.dial()
+	_, st, err := apply(c, "orch", &testRenderer, newState(), changesOf(t,
+		[]any{x, mkSlice("default", "x", "x-1", tcpPorts, pod)}, []any{y, mkSlice("default", "y", "y-1", tcpPorts, pod)}), true)
+	must(t, err)
+	// The pod still backs y: deleting x must keep its hairpin element.
+	c, _ = rec.dial()
+	_, st, err = apply(c, "orch", &testRenderer, st, []change{{key: "default/x"}}, false)
+	must(t, err)
+	if hasMsg(rec.last(t), "DELSETELEM", setHairpin) {
+		t.Errorf("shared hairpin element deleted:\n%s", msgList(rec.last(t)))
+	}
+	c, _ = rec.dial()
+	_, st, err = apply(c, "orch", &testRenderer, st, []change{{key: "default/y"}}, false)
+	must(t, err)
+	if !hasMsg(rec.last(t), "DELSETELEM", setHairpin) || len(st.hairpin) != 0 {
+		t.Errorf("last user gone, element kept:\n%s", msgList(rec.last(t)))
 	}
 }

@@ -15,6 +15,9 @@ type state struct {
 	ports  map[string][]servicePort
 	plans  map[string]plan
 	owners map[elemKey]string // which Service an element belongs to
+	// hairpin counts, per endpoint address, the Services that use it; the
+	// address is in the hairpin set while the count is positive.
+	hairpin map[netip.Addr]int
 	// waiting are Services that wanted an element another Service owns; they
 	// are synced again when the owner lets it go.
 	waiting map[elemKey]map[string]bool
@@ -26,6 +29,7 @@ func newState() *state {
 		plans:   map[string]plan{},
 		owners:  map[elemKey]string{},
 		waiting: map[elemKey]map[string]bool{},
+		hairpin: map[netip.Addr]int{},
 	}
 }
 
@@ -61,6 +65,7 @@ func apply(conn *batchConn, tableName string, r *renderer, st *state, changes []
 			plans:   maps.Clone(st.plans),
 			owners:  maps.Clone(st.owners),
 			waiting: maps.Clone(st.waiting),
+			hairpin: maps.Clone(st.hairpin),
 		}
 	}
 	type diff struct {
@@ -170,6 +175,39 @@ func apply(conn *batchConn, tableName string, r *renderer, st *state, changes []
 			}
 		}
 	}
+	// Hairpin addresses: reference-counted across Services.
+	touched := map[netip.Addr]bool{}
+	for _, d := range diffs {
+		for _, ip := range d.old.Hairpin {
+			touched[ip] = true
+			if next.hairpin[ip]--; next.hairpin[ip] <= 0 {
+				delete(next.hairpin, ip)
+			}
+		}
+		for _, ip := range d.new.Hairpin {
+			touched[ip] = true
+			next.hairpin[ip]++
+		}
+	}
+	var hpAdd, hpDel []netip.Addr
+	for ip := range touched {
+		want, have := next.hairpin[ip] > 0, !full && st.hairpin[ip] > 0
+		switch {
+		case want && !have:
+			hpAdd = append(hpAdd, ip)
+		case !want && have:
+			hpDel = append(hpDel, ip)
+		}
+	}
+	slices.SortFunc(hpAdd, netip.Addr.Compare)
+	slices.SortFunc(hpDel, netip.Addr.Compare)
+	if err := b.setHairpinElems(false, hpDel); err != nil {
+		return res, st, err
+	}
+	if err := b.setHairpinElems(true, hpAdd); err != nil {
+		return res, st, err
+	}
+
 	// 4. Add new and changed elements.
 	add := map[string][]nftables.SetElement{}
 	for _, d := range diffs {
