@@ -8,7 +8,7 @@
 # putting 1 KB values, stops it, then runs the store's Go benchmarks.
 #
 # Environment: ETCD_CLIENT_PORT (23790), ETCD_PEER_PORT (23800),
-# PUTS (10000), ROUNDS (2), KEEP_OUTPUT=1 to keep the raw outputs.
+# PUTS (10000), ROUNDS (3), KEEP_OUTPUT=1 to keep the raw outputs.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ root=$(pwd)
 client_port=${ETCD_CLIENT_PORT:-23790}
 peer_port=${ETCD_PEER_PORT:-23800}
 puts=${PUTS:-10000}
-rounds=${ROUNDS:-2}
+rounds=${ROUNDS:-3}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/orch-bench-store.XXXXXX")
 etcd_pid=""
@@ -74,9 +74,10 @@ run_store() {
 		(cd "$work" && "$work/bin/store.test" -test.run '^$' -test.bench "$1" -test.benchtime "$2") |
 			grep '^Benchmark' | tee -a "$work/store.out"
 	}
+	# The pair compared with etcd first, right after etcd's run.
+	bench '^BenchmarkWrite$/writers=32$' "${puts}x"
 	bench '^BenchmarkBoltPut$' 3000x
 	bench '^BenchmarkWrite$/writers=1$' 3000x
-	bench '^BenchmarkWrite$/writers=32$' "${puts}x"
 	bench '^BenchmarkWatchDelivery$' 5000x
 	bench '^BenchmarkIdleDiskWrites$' 1x
 }
@@ -106,7 +107,7 @@ report() {
 	echo "idle disk writes over 1 s: write_bytes=$(metric IdleDisk idle-write_bytes-B/s) (wchar=$(metric IdleDisk idle-wchar-B/s), runtime wake-ups included)"
 	awk -v s="$s_rate" -v e="$e_rate" -v p="$s_p99" 'BEGIN {
 		printf "orch/etcd throughput: %.2fx (target >= 1.2x); orch p99 %.2f ms (target <= 10 ms)\n", s / e, p
-	}'
+	}' | tee -a "$work/summary"
 }
 
 # Rounds alternate etcd and the store so that both see the same machine
@@ -118,3 +119,6 @@ for round in $(seq 1 "$rounds"); do
 	echo "== round $round of $rounds: comparison (1 KB values, fsync on every commit)"
 	report
 done
+echo
+echo "== all rounds"
+cat "$work/summary"
