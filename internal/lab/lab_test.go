@@ -1,0 +1,144 @@
+package lab
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestLabConnectivityAndTeardown(t *testing.T) {
+	var names []string
+	var done chan error // set once a process runs inside h0
+	t.Run("lab", func(t *testing.T) {
+		l := New(t, 2)
+		if len(l.Hosts) != 2 || l.Client == nil {
+			t.Fatalf("hosts %d client %v", len(l.Hosts), l.Client)
+		}
+		for _, h := range append(l.Hosts, l.Client) {
+			names = append(names, h.Name)
+			if !Subnet.Contains(h.IP) {
+				t.Errorf("%s: %s outside %s", h.Role, h.IP, Subnet)
+			}
+			if h.DataDir == "" || h.CgroupRoot == "" {
+				t.Errorf("%s: missing data dir or cgroup root", h.Role)
+			}
+		}
+		names = append(names, l.Switch.Name)
+		pod := l.NewNS(t, "pod")
+		names = append(names, pod.Name)
+
+		// TCP from h0 to h1 and to the client.
+		for _, dst := range []*Host{l.Hosts[1], l.Client} {
+			echo(t, l.Hosts[0].NS, dst)
+		}
+		// A process started in a host sees the host's address.
+		out, err := l.Hosts[1].Command(context.Background(), "ip", "-4", "-o", "addr", "show", "dev", "eth0").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip in host: %v: %s", err, out)
+		}
+		if want := l.Hosts[1].IP.String(); !strings.Contains(string(out), want) {
+			t.Errorf("ip addr in h1 = %q, want %s", out, want)
+		}
+		// A process left running inside a host is killed by the teardown.
+		cmd := l.Hosts[0].Command(context.Background(), "sleep", "600")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done = make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+	})
+	if done == nil {
+		return
+	}
+	if err := <-done; err == nil {
+		t.Errorf("process in a host survived the teardown")
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join(netnsDir, n)); !os.IsNotExist(err) {
+			t.Errorf("namespace %s still exists after teardown (%v)", n, err)
+		}
+	}
+}
+
+func echo(t *testing.T, from NS, to *Host) {
+	t.Helper()
+	var ln net.Listener
+	if err := to.Do(func() (err error) {
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(to.IP, 0).String())
+		return err
+	}); err != nil {
+		t.Fatalf("listen in %s: %v", to.Role, err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	}()
+	var c net.Conn
+	if err := from.Do(func() (err error) {
+		c, err = net.Dial("tcp", ln.Addr().String())
+		return err
+	}); err != nil {
+		t.Fatalf("dial %s from %s: %v", ln.Addr(), from.Name, err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo from %s: %q %v", to.Role, buf, err)
+	}
+}
+
+func TestSweepRemovesDeadOwnersOnly(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	// A pid that surely is gone: a process that has exited and been reaped.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := cmd.Process.Pid
+	deadName := Prefix + strconv.Itoa(dead) + "-sweeptest-h0"
+	liveName := Prefix + strconv.Itoa(os.Getpid()) + "-sweeptest-h0"
+	for _, n := range []string{deadName, liveName} {
+		if err := createNamed(n); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = deleteNS(n) })
+	}
+	if err := Sweep(); err != nil {
+		t.Fatalf("sweep: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(netnsDir, deadName)); !os.IsNotExist(err) {
+		t.Errorf("stale namespace %s survived the sweep", deadName)
+	}
+	if _, err := os.Stat(filepath.Join(netnsDir, liveName)); err != nil {
+		t.Errorf("live namespace %s was swept: %v", liveName, err)
+	}
+}
+
+func TestStale(t *testing.T) {
+	for name, want := range map[string]bool{
+		"orchtest-px-1-2": false,
+		Prefix + strconv.Itoa(os.Getpid()) + "-x-h0": false,
+		Prefix + "junk": true,
+	} {
+		if got := stale(name); got != want {
+			t.Errorf("stale(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
