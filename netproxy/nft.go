@@ -154,6 +154,8 @@ func baseChains(mark uint32) []baseChain {
 			append(matchHairpin(), &expr.Masq{FullyRandom: true}),
 			returnUnlessMarked(mark),
 			clearMarkBit(mark),
+			// The node's own connections already carry a node address.
+			append(fibLocal(false), &expr.Verdict{Kind: expr.VerdictReturn}),
 			{&expr.Masq{FullyRandom: true}},
 		}},
 		{"filter-input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter, [][]expr.Any{check}},

@@ -172,3 +172,44 @@ func TestStaleFlows(t *testing.T) {
 		t.Errorf("TCP flows are never deleted: %v", got)
 	}
 }
+
+// TestCoalescing checks that a burst of changes is applied in a few
+// batches, not one per change.
+func TestCoalescing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewClientset()
+	p, err := New(Config{NodeName: "node1", MinSyncInterval: 300 * time.Millisecond, CheckInterval: time.Hour}, client, testLogger(t))
+	must(t, err)
+	rec := &recorder{}
+	p.dialBatch = rec.dial
+	p.dial = rec.query
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	eventually(t, 5*time.Second, func() error {
+		if p.Stats().FullSyncs == 0 {
+			return errors.New("no full sync")
+		}
+		return nil
+	})
+	const n = 100
+	for i := 0; i < n; i++ {
+		_, err := client.CoreV1().Services("default").Create(ctx, mkService("default", fmt.Sprintf("s%d", i), fmt.Sprintf("10.43.1.%d", i)), metav1.CreateOptions{})
+		must(t, err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if s := p.Stats(); s.Services != n {
+			return fmt.Errorf("%d services programmed", s.Services)
+		}
+		return nil
+	})
+	rec.mu.Lock()
+	batches := len(rec.batches)
+	rec.mu.Unlock()
+	if batches > 10 {
+		t.Errorf("%d services took %d batches; changes were not coalesced", n, batches)
+	}
+	t.Logf("%d services in %d batches", n, batches)
+	cancel()
+	must(t, <-done)
+}

@@ -259,7 +259,7 @@ func TestBatchFullSync(t *testing.T) {
 	wantRules := map[string][][]string{
 		"svc-default/a/tcp/80": {{"payload", "bitwise", "cmp", "immediate"}, {"meta", "cmp", "immediate", "immediate", "nat"}},
 		"services":             {{"payload", "meta", "payload", "lookup"}, {"fib", "cmp", "payload", "cmp", "meta", "payload", "lookup"}},
-		"nat-postrouting":      {{"payload", "payload", "lookup", "masq"}, {"meta", "bitwise", "cmp", "immediate"}, {"meta", "bitwise", "meta"}, {"masq"}},
+		"nat-postrouting":      {{"payload", "payload", "lookup", "masq"}, {"meta", "bitwise", "cmp", "immediate"}, {"meta", "bitwise", "meta"}, {"fib", "cmp", "immediate"}, {"masq"}},
 		"reject-chain":         {{"meta", "cmp", "reject"}, {"reject"}},
 		"filter-input":         {{"ct", "bitwise", "cmp", "immediate"}},
 	}
