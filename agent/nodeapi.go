@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/orch-dev/orch/runtime"
+)
+
+// NodeAPI returns the handler of the kubelet-style paths the API server
+// forwards for `kubectl logs` and friends:
+//
+//	GET containerLogs/<ns>/<pod>/<container>?follow&tailLines&sinceSeconds&sinceTime&timestamps&previous&limitBytes
+//
+// Paths may carry a leading "/". exec, attach and portForward answer 501
+// until their streaming protocols are served.
+func (a *Agent) NodeAPI() http.Handler {
+	return http.HandlerFunc(a.serveNode)
+}
+
+func (a *Agent) serveNode(w http.ResponseWriter, r *http.Request) {
+	p := strings.TrimPrefix(r.URL.Path, "/")
+	parts := strings.Split(p, "/")
+	switch parts[0] {
+	case "containerLogs":
+		if len(parts) != 4 || r.Method != http.MethodGet {
+			http.Error(w, "expected GET containerLogs/<namespace>/<pod>/<container>", http.StatusBadRequest)
+			return
+		}
+		a.serveLogs(w, r, parts[1], parts[2], parts[3])
+	case "exec", "attach", "portForward":
+		http.Error(w, parts[0]+" is not supported by this node yet", http.StatusNotImplemented)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// limitWriter stops after n bytes.
+type limitWriter struct {
+	w http.ResponseWriter
+	n int64
+}
+
+var errLimit = errors.New("limitBytes reached")
+
+func (l *limitWriter) Write(b []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errLimit
+	}
+	cut := false
+	if int64(len(b)) > l.n {
+		b, cut = b[:l.n], true
+	}
+	n, err := l.w.Write(b)
+	l.n -= int64(n)
+	if f, ok := l.w.(http.Flusher); ok {
+		f.Flush()
+	}
+	if err == nil && cut {
+		err = errLimit
+	}
+	return n, err
+}
+
+func (a *Agent) serveLogs(w http.ResponseWriter, r *http.Request, ns, name, container string) {
+	pod, err := a.pods.Pods(ns).Get(name)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("pod %s/%s not found on node %s", ns, name, a.cfg.NodeName), http.StatusNotFound)
+		return
+	}
+	if findContainer(pod, container) == nil {
+		http.Error(w, fmt.Sprintf("container %s is not valid for pod %s", container, name), http.StatusBadRequest)
+		return
+	}
+	q := r.URL.Query()
+	opts := runtime.LogOptions{Tail: -1}
+	boolQ := func(k string) bool { v := q.Get(k); return v == "true" || v == "1" }
+	opts.Follow, opts.Timestamps = boolQ("follow"), boolQ("timestamps")
+	if v := q.Get("tailLines"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "tailLines must be a non-negative integer", http.StatusBadRequest)
+			return
+		}
+		opts.Tail = n
+	}
+	if v := q.Get("sinceSeconds"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			http.Error(w, "sinceSeconds must be a positive integer", http.StatusBadRequest)
+			return
+		}
+		opts.Since = time.Now().Add(-time.Duration(n) * time.Second)
+	}
+	if v := q.Get("sinceTime"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			http.Error(w, "sinceTime must be RFC3339", http.StatusBadRequest)
+			return
+		}
+		opts.Since = t
+	}
+	a.mu.Lock()
+	wk := a.workers[pod.UID]
+	a.mu.Unlock()
+	id := ""
+	if wk != nil {
+		wk.mu.Lock()
+		if rec, ok := wk.ctrs[container]; ok {
+			id = rec.id
+			if boolQ("previous") {
+				id = rec.lastID
+			}
+		}
+		wk.mu.Unlock()
+	}
+	if id == "" {
+		msg := fmt.Sprintf("container %q in pod %q is waiting to start", container, name)
+		if boolQ("previous") {
+			msg = fmt.Sprintf("previous terminated container %q in pod %q not found", container, name)
+		}
+		http.Error(w, msg, http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	var out interface {
+		Write([]byte) (int, error)
+	} = flushWriter{w}
+	if v := q.Get("limitBytes"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			http.Error(w, "limitBytes must be a positive integer", http.StatusBadRequest)
+			return
+		}
+		out = &limitWriter{w: w, n: n}
+	}
+	if err := a.rt.Logs(r.Context(), id, opts, out); err != nil && !errors.Is(err, errLimit) && r.Context().Err() == nil {
+		a.log.Warn("serve container logs", "pod", ns+"/"+name, "container", container, "err", err)
+	}
+}
+
+type flushWriter struct{ w http.ResponseWriter }
+
+func (f flushWriter) Write(b []byte) (int, error) {
+	n, err := f.w.Write(b)
+	if fl, ok := f.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+	return n, err
+}
+
+// podByName finds a pod of this node.
+func (a *Agent) podByName(ns, name string) (*corev1.Pod, error) { return a.pods.Pods(ns).Get(name) }

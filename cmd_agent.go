@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/orch-dev/orch/agent"
+)
+
+func agentFlags() []cli.Flag {
+	return []cli.Flag{
+		configFlag(),
+		&cli.StringFlag{Name: "server", Aliases: []string{"s"}, EnvVars: []string{"ORCH_URL"}, Usage: "server to join, https://HOST:6443"},
+		&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: envs("token"), Usage: "join token (K10<ca-hash>::server:<secret>)"},
+		&cli.StringFlag{Name: "token-file", EnvVars: envs("token-file"), Usage: "file holding the join token"},
+		&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: "/var/lib/orch", EnvVars: envs("data-dir"), Usage: "folder for state"},
+		&cli.StringFlag{Name: "node-name", EnvVars: envs("node-name"), Usage: "node name (default: hostname)"},
+		&cli.StringSliceFlag{Name: "node-ip", EnvVars: envs("node-ip"), Usage: "IP address of the node (default: the address that reaches the server)"},
+		&cli.StringSliceFlag{Name: "node-label", EnvVars: envs("node-label"), Usage: "label k=v added to the Node at registration"},
+		&cli.StringSliceFlag{Name: "node-taint", EnvVars: envs("node-taint"), Usage: "taint k=v:Effect added to the Node at registration"},
+		&cli.StringFlag{Name: "cgroup-root", Value: "/orch", EnvVars: envs("cgroup-root"), Usage: "cgroup parent of the pods"},
+		&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", EnvVars: envs("cluster-dns"), Usage: "nameserver of ClusterFirst pods"},
+		&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", EnvVars: envs("cluster-domain"), Usage: "cluster DNS domain"},
+		&cli.StringFlag{Name: "private-registry", Value: "/etc/orch/registries.yaml", EnvVars: envs("private-registry"), Usage: "registry mirrors and credentials"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: envs("log-level"), Usage: "debug, info, warn or error"},
+	}
+}
+
+func agentCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "agent",
+		Usage:  "join a cluster and run workloads on this machine",
+		Flags:  agentFlags(),
+		Before: loadConfigFile,
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c.String("log-level"))
+			if err != nil {
+				return err
+			}
+			cfg, join, err := agentConfig(c)
+			if err != nil {
+				return err
+			}
+			ctx := c.Context
+			rc, err := agent.Join(ctx, join, log)
+			if err != nil {
+				return err
+			}
+			client, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return fmt.Errorf("agent: client: %w", err)
+			}
+			local, err := agent.OpenLocal(agent.LocalConfig{DataDir: cfg.DataDir, CgroupRoot: c.String("cgroup-root"),
+				RegistriesFile: c.String("private-registry")}, log)
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(cfg, client, local.Deps(nil), log)
+			if err != nil {
+				return err
+			}
+			g, ctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return local.Run(ctx) })
+			g.Go(func() error { return a.Run(ctx) })
+			if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		},
+	}
+}
+
+// agentConfig turns the flags into the agent's and the join's config.
+func agentConfig(c *cli.Context) (agent.Config, agent.JoinConfig, error) {
+	var cfg agent.Config
+	var join agent.JoinConfig
+	server := c.String("server")
+	if server == "" {
+		return cfg, join, errors.New("--server (ORCH_URL) is required")
+	}
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return cfg, join, fmt.Errorf("--server %q must be https://HOST:PORT", server)
+	}
+	token := c.String("token")
+	if token == "" && c.String("token-file") != "" {
+		b, err := os.ReadFile(c.String("token-file"))
+		if err != nil {
+			return cfg, join, fmt.Errorf("--token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" {
+		return cfg, join, errors.New("--token (ORCH_TOKEN) or --token-file is required")
+	}
+	cfg.DataDir = c.String("data-dir")
+	if !filepath.IsAbs(cfg.DataDir) {
+		abs, err := filepath.Abs(cfg.DataDir)
+		if err != nil {
+			return cfg, join, fmt.Errorf("--data-dir: %w", err)
+		}
+		cfg.DataDir = abs
+	}
+	cfg.NodeName = c.String("node-name")
+	if cfg.NodeName == "" {
+		if cfg.NodeName, err = os.Hostname(); err != nil {
+			return cfg, join, fmt.Errorf("node name: %w", err)
+		}
+	}
+	cfg.NodeName = strings.ToLower(cfg.NodeName)
+	if msgs := validation.IsDNS1123Subdomain(cfg.NodeName); len(msgs) > 0 {
+		return cfg, join, fmt.Errorf("node name %q: %s", cfg.NodeName, strings.Join(msgs, "; "))
+	}
+	for _, s := range c.StringSlice("node-ip") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return cfg, join, fmt.Errorf("--node-ip %q: %w", s, err)
+		}
+		cfg.NodeIPs = append(cfg.NodeIPs, a)
+	}
+	if len(cfg.NodeIPs) == 0 {
+		a, err := localAddrTowards(u.Host)
+		if err != nil {
+			return cfg, join, fmt.Errorf("node IP (set --node-ip): %w", err)
+		}
+		cfg.NodeIPs = []netip.Addr{a}
+	}
+	if cfg.Labels, err = parseLabels(c.StringSlice("node-label")); err != nil {
+		return cfg, join, err
+	}
+	if cfg.Taints, err = parseTaints(c.StringSlice("node-taint")); err != nil {
+		return cfg, join, err
+	}
+	if cfg.ClusterDNS, err = netip.ParseAddr(c.String("cluster-dns")); err != nil {
+		return cfg, join, fmt.Errorf("--cluster-dns: %w", err)
+	}
+	cfg.ClusterDomain = c.String("cluster-domain")
+	cfg.Version = version
+	join = agent.JoinConfig{ServerURL: server, Token: token, NodeName: cfg.NodeName, Dir: filepath.Join(cfg.DataDir, "agent")}
+	return cfg, join, nil
+}
+
+// localAddrTowards returns the local address the kernel would use to reach
+// hostport (a UDP "connect" sends nothing).
+func localAddrTowards(hostport string) (netip.Addr, error) {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	conn, err := net.Dial("udp", net.JoinHostPort(host, "6443"))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer conn.Close()
+	ap, err := netip.ParseAddrPort(conn.LocalAddr().String())
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return ap.Addr().Unmap(), nil
+}
+
+func parseLabels(in []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, s := range in {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok {
+			return nil, fmt.Errorf("--node-label %q: want key=value", s)
+		}
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+			return nil, fmt.Errorf("--node-label %q: key: %s", s, strings.Join(msgs, "; "))
+		}
+		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
+			return nil, fmt.Errorf("--node-label %q: value: %s", s, strings.Join(msgs, "; "))
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func parseTaints(in []string) ([]corev1.Taint, error) {
+	var out []corev1.Taint
+	for _, s := range in {
+		kv, effect, ok := strings.Cut(s, ":")
+		if !ok {
+			return nil, fmt.Errorf("--node-taint %q: want key=value:Effect", s)
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		switch corev1.TaintEffect(effect) {
+		case corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+		default:
+			return nil, fmt.Errorf("--node-taint %q: effect must be NoSchedule, PreferNoSchedule or NoExecute", s)
+		}
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+			return nil, fmt.Errorf("--node-taint %q: key: %s", s, strings.Join(msgs, "; "))
+		}
+		if v != "" {
+			if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
+				return nil, fmt.Errorf("--node-taint %q: value: %s", s, strings.Join(msgs, "; "))
+			}
+		}
+		out = append(out, corev1.Taint{Key: k, Value: v, Effect: corev1.TaintEffect(effect)})
+	}
+	return out, nil
+}
