@@ -75,9 +75,20 @@ func TestEnvArgsWorkdirUser(t *testing.T) {
 
 func TestPodSharesNetIPCUTSNotPIDOrMount(t *testing.T) {
 	e := newTestRuntime(t)
+	hostNS, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
 	sb, err := e.r.CreateSandbox(SandboxConfig{UID: "uid-" + randHex(6), Namespace: "default", Name: "pair", Hostname: "web-0"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// No thread of ours stays in the pod's namespaces.
+	tasks, _ := filepath.Glob("/proc/self/task/*/ns/net")
+	for _, task := range tasks {
+		if ns, err := os.Readlink(task); err == nil && ns != hostNS {
+			t.Errorf("%s is in %s, not the host's %s", task, ns, hostNS)
+		}
 	}
 	if sb.NetNS == "" || sb.IPCNS == "" || sb.UTSNS == "" {
 		t.Fatalf("namespaces not pinned: %+v", sb)
@@ -116,10 +127,6 @@ for ns in net ipc uts pid mnt; do echo $ns=$(readlink /proc/self/ns/$ns); done`)
 		}
 	}
 	// The pinned netns is the one the containers use.
-	hostNS, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if field(out, "net=") == hostNS {
 		t.Errorf("pod shares the host netns")
 	}

@@ -79,16 +79,46 @@ func (r *Runtime) CreateSandbox(cfg SandboxConfig) (_ *Sandbox, retErr error) {
 	return sb, nil
 }
 
-// pinNamespaces unshares the namespaces on a locked OS thread that is thrown
-// away afterwards, and bind-mounts them to the sandbox's ns files.
+// pinNamespaces unshares the namespaces on a locked OS thread, bind-mounts
+// them to the sandbox's ns files and moves the thread back into its original
+// namespaces. (Leaving the thread locked would not do: if it is the main
+// thread, Go parks it rather than ending it, and it would keep the pod's
+// namespaces alive and make /proc/self/ns lie.)
 func pinNamespaces(flags int, hostname string, sb *Sandbox) error {
 	errc := make(chan error, 1)
 	go func() {
-		// The thread is left locked: when the goroutine returns, the Go
-		// runtime terminates it rather than reuse a thread that lives in
-		// other namespaces.
 		goruntime.LockOSThread()
-		errc <- func() error {
+		restored := false
+		defer func() {
+			// A thread that could not be restored stays locked, so the
+			// runtime ends it with this goroutine.
+			if restored {
+				goruntime.UnlockOSThread()
+			}
+		}()
+		kinds := []struct {
+			flag int
+			ns   string
+			path string
+		}{{unix.CLONE_NEWNET, "net", sb.NetNS}, {unix.CLONE_NEWIPC, "ipc", sb.IPCNS}, {unix.CLONE_NEWUTS, "uts", sb.UTSNS}}
+		var orig []*os.File
+		defer func() {
+			for _, f := range orig {
+				f.Close()
+			}
+		}()
+		for _, k := range kinds {
+			if flags&k.flag == 0 {
+				continue
+			}
+			f, err := os.Open("/proc/thread-self/ns/" + k.ns)
+			if err != nil {
+				errc <- fmt.Errorf("open current %s namespace: %w", k.ns, err)
+				return
+			}
+			orig = append(orig, f)
+		}
+		err := func() error {
 			if err := unix.Unshare(flags); err != nil {
 				return fmt.Errorf("unshare: %w", err)
 			}
@@ -103,17 +133,23 @@ func pinNamespaces(flags int, hostname string, sb *Sandbox) error {
 					return err
 				}
 			}
-			tid := strconv.Itoa(unix.Gettid())
-			for _, p := range []struct{ path, ns string }{{sb.NetNS, "net"}, {sb.IPCNS, "ipc"}, {sb.UTSNS, "uts"}} {
-				if p.path == "" {
+			for _, k := range kinds {
+				if flags&k.flag == 0 {
 					continue
 				}
-				if err := bindNS("/proc/self/task/"+tid+"/ns/"+p.ns, p.path); err != nil {
+				if err := bindNS("/proc/thread-self/ns/"+k.ns, k.path); err != nil {
 					return err
 				}
 			}
 			return nil
 		}()
+		restored = true
+		for _, f := range orig {
+			if serr := unix.Setns(int(f.Fd()), 0); serr != nil {
+				restored = false
+			}
+		}
+		errc <- err
 	}()
 	return <-errc
 }
