@@ -204,7 +204,7 @@ func (db *DB) List(ctx context.Context, prefix string, opts ListOptions) (ListRe
 	if opts.Continue != "" {
 		start = append([]byte(opts.Continue), 0)
 	}
-	res := ListResult{Remaining: 0}
+	var res ListResult
 	err := db.view(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		cur, err := decodeRevKey(meta.Get(metaRev))
