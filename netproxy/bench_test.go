@@ -47,10 +47,6 @@ func BenchmarkFullSync10k(b *testing.B) { benchFullSync(b, 10000) }
 // BenchmarkFullSync1k is the same with 1,000 Services (to see the scaling).
 func BenchmarkFullSync1k(b *testing.B) { benchFullSync(b, 1000) }
 
-func BenchmarkFullSync2k(b *testing.B) { benchFullSync(b, 2000) }
-
-func BenchmarkFullSync4k(b *testing.B) { benchFullSync(b, 4000) }
-
 func benchFullSync(b *testing.B, n int) {
 	needRoot(b)
 	ns, _ := newNetns(b, "bench")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -212,4 +213,13 @@ func TestCoalescing(t *testing.T) {
 	t.Logf("%d services in %d batches", n, batches)
 	cancel()
 	must(t, <-done)
+}
+
+func TestRunBadNetNS(t *testing.T) {
+	p, err := New(Config{NodeName: "n", NetNS: "/nonexistent/orchtest-px"}, fake.NewClientset(), testLogger(t))
+	must(t, err)
+	err = p.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/orchtest-px") {
+		t.Fatalf("Run with a missing netns: %v", err)
+	}
 }
