@@ -1,0 +1,505 @@
+package podnet
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// routeProtocol tags the routes this package installs (the rtm_protocol
+// field, like bird's or zebra's), so that after a restart the routes of
+// peers that left meanwhile are found and removed. 0x6f is unassigned in
+// iproute2's rt_protos.
+const routeProtocol netlink.RouteProtocol = 0x6f
+
+const (
+	familyInet   = unix.AF_INET
+	familyBridge = unix.AF_BRIDGE
+)
+
+// podIface is the pod end of the veth pair.
+const podIface = "eth0"
+
+// PodIP is a pod's network as Setup configured it.
+type PodIP struct {
+	// Addr is the pod's address with the pod CIDR's length (eth0's).
+	Addr netip.Prefix
+	// Gateway is the default route's next hop (the bridge).
+	Gateway netip.Addr
+}
+
+// Network is one node's pod network. Its methods are safe for concurrent
+// use.
+type Network struct {
+	cfg     Config
+	log     *slog.Logger
+	ipam    *ipam
+	vtepMAC net.HardwareAddr
+	nodeNS  netns.NsHandle // -1 (netns.None) for the process's own
+	nh      *netlink.Handle
+
+	mu     sync.Mutex // orders Init and SetPeers
+	inited bool
+	mtu    int
+	bridge int // bridge link index, set by Init
+}
+
+// New checks cfg and opens the node's namespace and allocation table. It
+// changes nothing in the kernel; Init does.
+func New(cfg Config, log *slog.Logger) (*Network, error) {
+	cfg.setDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	a, err := newIPAM(cfg.DataDir, cfg.PodCIDR)
+	if err != nil {
+		return nil, err
+	}
+	n := &Network{cfg: cfg, log: log, ipam: a, vtepMAC: stableMAC("vtep", cfg.NodeName), nodeNS: netns.None()}
+	if cfg.NetnsPath != "" {
+		n.nodeNS, err = netns.GetFromPath(cfg.NetnsPath)
+		if err != nil {
+			return nil, fmt.Errorf("open node namespace %s: %w", cfg.NetnsPath, err)
+		}
+		n.nh, err = netlink.NewHandleAt(n.nodeNS)
+	} else {
+		n.nh, err = netlink.NewHandle()
+	}
+	if err != nil {
+		n.closeNS()
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	return n, nil
+}
+
+// Close releases the namespace and netlink handles. The network stays.
+func (n *Network) Close() error {
+	n.nh.Close()
+	n.closeNS()
+	return nil
+}
+
+func (n *Network) closeNS() {
+	if n.nodeNS.IsOpen() {
+		_ = n.nodeNS.Close()
+	}
+}
+
+// VTEPMAC is the MAC address of this node's VXLAN device. It is derived
+// from the node name, so it survives the device being re-created.
+func (n *Network) VTEPMAC() net.HardwareAddr { return append(net.HardwareAddr(nil), n.vtepMAC...) }
+
+// MTU is the pod interface MTU Init settled on (0 before Init).
+func (n *Network) MTU() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mtu
+}
+
+// stableMAC derives a locally administered unicast MAC from what and name.
+func stableMAC(what, name string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("orch/" + what + "/" + name))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&^1 | 2
+	return mac
+}
+
+// Init sets up the node: forwarding sysctls, the bridge with the gateway
+// address, the VXLAN device (vxlan backend; removed otherwise) and the
+// masquerade table. It is idempotent and keeps running pods connected, so
+// the agent calls it at every start.
+func (n *Network) Init(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.setSysctls(); err != nil {
+		return err
+	}
+	uplink, uplinkMTU, err := n.uplink()
+	if err != nil {
+		return err
+	}
+	mtu := n.cfg.MTU
+	if mtu == 0 {
+		mtu = uplinkMTU
+		if n.cfg.Backend == BackendVXLAN {
+			mtu -= VXLANOverhead
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	br, err := n.ensureBridge(mtu)
+	if err != nil {
+		return err
+	}
+	if n.cfg.Backend == BackendVXLAN {
+		if err := n.ensureVXLAN(uplink, mtu); err != nil {
+			return err
+		}
+	} else if err := n.deleteLink(n.cfg.VXLANDevice); err != nil {
+		return err
+	}
+	if err := n.ensureMasquerade(); err != nil {
+		return err
+	}
+	n.mtu, n.bridge, n.inited = mtu, br.Attrs().Index, true
+	n.log.Info("pod network ready", "backend", n.cfg.Backend, "podCIDR", n.cfg.PodCIDR,
+		"bridge", n.cfg.Bridge, "mtu", mtu, "vtepMAC", n.vtepMAC.String())
+	return nil
+}
+
+// uplink finds the link holding NodeIP (index 0 for the none backend
+// without a node IP) and its MTU.
+func (n *Network) uplink() (int, int, error) {
+	if !n.cfg.NodeIP.IsValid() {
+		return 0, 1500, nil
+	}
+	addrs, err := n.nh.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return 0, 0, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == n.cfg.NodeIP {
+			link, err := n.nh.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return 0, 0, fmt.Errorf("uplink of %s: %w", n.cfg.NodeIP, err)
+			}
+			return link.Attrs().Index, link.Attrs().MTU, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("node IP %s is not on any interface of this node", n.cfg.NodeIP)
+}
+
+func (n *Network) ensureBridge(mtu int) (netlink.Link, error) {
+	name := n.cfg.Bridge
+	link, err := n.nh.LinkByName(name)
+	if err != nil && !isNotFound(err) {
+		return nil, fmt.Errorf("bridge %s: %w", name, err)
+	}
+	if link != nil && link.Type() != "bridge" {
+		return nil, fmt.Errorf("bridge %s: a %s link of that name exists", name, link.Type())
+	}
+	if link == nil {
+		// A fixed MAC keeps the bridge's address from following its
+		// lowest-numbered port, which would invalidate pods' ARP caches.
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: stableMAC("bridge", n.cfg.NodeName)}}
+		if err := n.nh.LinkAdd(br); err != nil {
+			return nil, fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		if link, err = n.nh.LinkByName(name); err != nil {
+			return nil, fmt.Errorf("bridge %s: %w", name, err)
+		}
+	} else if link.Attrs().MTU != mtu {
+		if err := n.nh.LinkSetMTU(link, mtu); err != nil {
+			return nil, fmt.Errorf("bridge %s mtu %d: %w", name, mtu, err)
+		}
+	}
+	gw := netip.PrefixFrom(gatewayOf(n.cfg.PodCIDR), n.cfg.PodCIDR.Bits())
+	if err := n.ensureOnlyAddr(link, gw); err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", name, err)
+	}
+	if err := n.nh.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("bridge %s up: %w", name, err)
+	}
+	return link, nil
+}
+
+// ensureOnlyAddr gives link the IPv4 address want and removes other IPv4
+// addresses (a pod CIDR from an earlier life of the node).
+func (n *Network) ensureOnlyAddr(link netlink.Link, want netip.Prefix) error {
+	addrs, err := n.nh.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses: %w", err)
+	}
+	have := false
+	for _, a := range addrs {
+		ones, _ := a.Mask.Size()
+		ip, _ := netip.AddrFromSlice(a.IP)
+		if netip.PrefixFrom(ip.Unmap(), ones) == want {
+			have = true
+			continue
+		}
+		if err := n.nh.AddrDel(link, &a); err != nil {
+			return fmt.Errorf("remove stale address %s: %w", a.IPNet, err)
+		}
+	}
+	if have {
+		return nil
+	}
+	addr := &netlink.Addr{IPNet: prefixNet(want)}
+	if err := n.nh.AddrAdd(link, addr); err != nil {
+		return fmt.Errorf("add address %s: %w", want, err)
+	}
+	return nil
+}
+
+func (n *Network) ensureVXLAN(uplink, mtu int) error {
+	name := n.cfg.VXLANDevice
+	want := &netlink.Vxlan{
+		LinkAttrs:    netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: n.vtepMAC},
+		VxlanId:      n.cfg.VNI,
+		VtepDevIndex: uplink,
+		SrcAddr:      n.cfg.NodeIP.AsSlice(),
+		Port:         n.cfg.VXLANPort,
+		Learning:     false,
+	}
+	link, err := n.nh.LinkByName(name)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("vxlan %s: %w", name, err)
+	}
+	if link != nil {
+		v, ok := link.(*netlink.Vxlan)
+		if !ok || v.VxlanId != want.VxlanId || v.VtepDevIndex != uplink || !v.SrcAddr.Equal(want.SrcAddr) ||
+			v.Port != want.Port || v.Learning || v.HardwareAddr.String() != n.vtepMAC.String() {
+			n.log.Info("re-creating vxlan device with changed parameters", "device", name)
+			if err := n.nh.LinkDel(link); err != nil {
+				return fmt.Errorf("delete outdated vxlan %s: %w", name, err)
+			}
+			link = nil
+		} else if v.MTU != mtu {
+			if err := n.nh.LinkSetMTU(link, mtu); err != nil {
+				return fmt.Errorf("vxlan %s mtu %d: %w", name, mtu, err)
+			}
+		}
+	}
+	if link == nil {
+		if err := n.nh.LinkAdd(want); err != nil {
+			return fmt.Errorf("create vxlan %s: %w", name, err)
+		}
+		if link, err = n.nh.LinkByName(name); err != nil {
+			return fmt.Errorf("vxlan %s: %w", name, err)
+		}
+	}
+	if err := n.ensureOnlyAddr(link, netip.PrefixFrom(vtepAddr(n.cfg.PodCIDR), 32)); err != nil {
+		return fmt.Errorf("vxlan %s: %w", name, err)
+	}
+	if err := n.nh.LinkSetUp(link); err != nil {
+		return fmt.Errorf("vxlan %s up: %w", name, err)
+	}
+	return nil
+}
+
+func (n *Network) deleteLink(name string) error {
+	link, err := n.nh.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	if err := n.nh.LinkDel(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// vethName is the host end of a pod's veth pair: stable per pod UID so
+// Teardown and Reconcile find it without state.
+func vethName(uid string) string {
+	sum := sha256.Sum256([]byte(uid))
+	return "veth" + hex.EncodeToString(sum[:])[:11]
+}
+
+// Setup connects the pod whose network namespace is pinned at netnsPath:
+// an address from the pod CIDR (the same one again if the pod already has
+// one), a veth pair with eth0 inside the pod and the host end on the bridge
+// in hairpin mode, lo up and a default route via the gateway. Calling it
+// again for a pod that is set up returns its address and changes nothing;
+// a half-done earlier attempt is redone. An exhausted pod CIDR gives an
+// error wrapping ErrExhausted.
+func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (PodIP, error) {
+	n.mu.Lock()
+	inited, mtu, bridge := n.inited, n.mtu, n.bridge
+	n.mu.Unlock()
+	if !inited {
+		return PodIP{}, errors.New("podnet: Setup before Init")
+	}
+	if podUID == "" || netnsPath == "" {
+		return PodIP{}, fmt.Errorf("podnet: Setup needs a pod UID and a netns path (have %q, %q)", podUID, netnsPath)
+	}
+	if err := ctx.Err(); err != nil {
+		return PodIP{}, err
+	}
+	podNS, err := netns.GetFromPath(netnsPath)
+	if err != nil {
+		return PodIP{}, fmt.Errorf("pod %s: open netns %s: %w", podUID, netnsPath, err)
+	}
+	defer podNS.Close()
+	ip, err := n.ipam.Allocate(podUID)
+	if err != nil {
+		return PodIP{}, fmt.Errorf("pod %s: %w", podUID, err)
+	}
+	res := PodIP{Addr: netip.PrefixFrom(ip, n.cfg.PodCIDR.Bits()), Gateway: gatewayOf(n.cfg.PodCIDR)}
+	ph, err := netlink.NewHandleAt(podNS)
+	if err != nil {
+		return PodIP{}, n.failSetup(podUID, fmt.Errorf("netlink in pod netns: %w", err))
+	}
+	defer ph.Close()
+	host := vethName(podUID)
+	if n.podReady(ph, host, bridge, res) {
+		return res, nil
+	}
+	// Whatever an interrupted attempt left goes first.
+	if err := n.deleteLink(host); err != nil {
+		return PodIP{}, n.failSetup(podUID, err)
+	}
+	if old, err := ph.LinkByName(podIface); err == nil {
+		if err := ph.LinkDel(old); err != nil {
+			return PodIP{}, n.failSetup(podUID, fmt.Errorf("delete stale %s in pod: %w", podIface, err))
+		}
+	}
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: host, MTU: mtu, MasterIndex: bridge, Flags: net.FlagUp},
+		PeerName:      podIface,
+		PeerMTU:       uint32(mtu),
+		PeerNamespace: netlink.NsFd(podNS),
+	}
+	if err := n.nh.LinkAdd(veth); err != nil {
+		return PodIP{}, n.failSetup(podUID, fmt.Errorf("create veth %s: %w", host, err))
+	}
+	if err := n.nh.LinkSetHairpin(veth, true); err != nil {
+		return PodIP{}, n.failSetup(podUID, fmt.Errorf("hairpin on %s: %w", host, err))
+	}
+	if err := configurePod(ph, res); err != nil {
+		return PodIP{}, n.failSetup(podUID, err)
+	}
+	n.log.Debug("pod network set up", "pod", podUID, "ip", res.Addr, "veth", host)
+	return res, nil
+}
+
+// failSetup undoes a failed Setup: the veth and the address go.
+func (n *Network) failSetup(uid string, err error) error {
+	cleanup := errors.Join(n.deleteLink(vethName(uid)), n.ipam.Release(uid))
+	if cleanup != nil {
+		n.log.Warn("undoing failed pod network setup", "pod", uid, "err", cleanup)
+	}
+	return fmt.Errorf("pod %s: %w", uid, err)
+}
+
+// podReady reports whether the pod is fully set up as res.
+func (n *Network) podReady(ph *netlink.Handle, host string, bridge int, res PodIP) bool {
+	hl, err := n.nh.LinkByName(host)
+	if err != nil || hl.Attrs().MasterIndex != bridge || hl.Attrs().Flags&net.FlagUp == 0 {
+		return false
+	}
+	pl, err := ph.LinkByName(podIface)
+	if err != nil || pl.Attrs().Flags&net.FlagUp == 0 {
+		return false
+	}
+	addrs, err := ph.AddrList(pl, netlink.FAMILY_V4)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		ones, _ := a.Mask.Size()
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && netip.PrefixFrom(ip.Unmap(), ones) == res.Addr {
+			routes, err := ph.RouteList(pl, netlink.FAMILY_V4)
+			if err != nil {
+				return false
+			}
+			for _, r := range routes {
+				if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+					return r.Gw.Equal(res.Gateway.AsSlice())
+				}
+			}
+			return false
+		}
+	}
+	return false
+}
+
+// configurePod brings lo and eth0 up with the address and default route.
+func configurePod(ph *netlink.Handle, res PodIP) error {
+	lo, err := ph.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("pod lo: %w", err)
+	}
+	if err := ph.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("pod lo up: %w", err)
+	}
+	eth, err := ph.LinkByName(podIface)
+	if err != nil {
+		return fmt.Errorf("pod %s: %w", podIface, err)
+	}
+	if err := ph.AddrAdd(eth, &netlink.Addr{IPNet: prefixNet(res.Addr)}); err != nil {
+		return fmt.Errorf("pod address %s: %w", res.Addr, err)
+	}
+	if err := ph.LinkSetUp(eth); err != nil {
+		return fmt.Errorf("pod %s up: %w", podIface, err)
+	}
+	def := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: res.Gateway.AsSlice(), Scope: netlink.SCOPE_UNIVERSE}
+	if err := ph.RouteReplace(def); err != nil {
+		return fmt.Errorf("pod default route via %s: %w", res.Gateway, err)
+	}
+	return nil
+}
+
+// Teardown disconnects the pod and frees its address. The namespace may
+// already be gone (netnsPath is then only informative); tearing down a pod
+// that has no network is no error.
+func (n *Network) Teardown(ctx context.Context, podUID, netnsPath string) error {
+	if podUID == "" {
+		return errors.New("podnet: Teardown needs a pod UID")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Deleting the host end deletes eth0 in the pod with it.
+	if err := n.deleteLink(vethName(podUID)); err != nil {
+		return fmt.Errorf("pod %s (netns %s): %w", podUID, netnsPath, err)
+	}
+	if err := n.ipam.Release(podUID); err != nil {
+		return fmt.Errorf("pod %s: %w", podUID, err)
+	}
+	n.log.Debug("pod network torn down", "pod", podUID)
+	return nil
+}
+
+// Reconcile frees the address and veth of every pod not in liveUIDs: pods
+// that went while the agent was down. It returns the UIDs it cleaned up.
+func (n *Network) Reconcile(ctx context.Context, liveUIDs []string) ([]string, error) {
+	live := make(map[string]bool, len(liveUIDs))
+	for _, u := range liveUIDs {
+		live[u] = true
+	}
+	freed, err := n.ipam.Retain(live)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, uid := range freed {
+		if err := ctx.Err(); err != nil {
+			return freed, err
+		}
+		errs = append(errs, n.deleteLink(vethName(uid)))
+	}
+	if len(freed) > 0 {
+		n.log.Info("freed pod network of pods that are gone", "pods", freed)
+	}
+	return freed, errors.Join(errs...)
+}
+
+// Allocations returns the current address table (address -> pod UID).
+func (n *Network) Allocations() (map[netip.Addr]string, error) { return n.ipam.List() }
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
+}

@@ -1,0 +1,102 @@
+package podnet
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+// The masquerade table, in nft syntax:
+//
+//	table ip orch-net {
+//	    chain postrouting {
+//	        type nat hook postrouting priority srcnat;
+//	        ip saddr <podCIDR> ip daddr <clusterCIDR> return
+//	        ip saddr <podCIDR> ip daddr 224.0.0.0/4 return
+//	        ip saddr <podCIDR> masquerade fully-random
+//	    }
+//	}
+//
+// Pod-to-pod traffic keeps its addresses; traffic that leaves the cluster
+// CIDR leaves with the node's address. The table is replaced in one atomic
+// batch (add, delete, add), so Init is idempotent and never leaves a
+// window without the rule. No other table is read or touched.
+const masqChain = "postrouting"
+
+var multicast = netip.MustParsePrefix("224.0.0.0/4")
+
+func (n *Network) nftConn() (*nftables.Conn, error) {
+	var opts []nftables.ConnOption
+	if n.nodeNS.IsOpen() {
+		opts = append(opts, nftables.WithNetNSFd(int(n.nodeNS)))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return c, nil
+}
+
+func (n *Network) ensureMasquerade() error {
+	c, err := n.nftConn()
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: n.cfg.Table, Family: nftables.TableFamilyIPv4}
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	ch := c.AddChain(&nftables.Chain{
+		Name: masqChain, Table: t,
+		Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
+	})
+	pod := n.cfg.PodCIDR
+	for _, r := range [][]expr.Any{
+		concat(matchPrefix(12, pod), matchPrefix(16, n.cfg.ClusterCIDR), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
+		concat(matchPrefix(12, pod), matchPrefix(16, multicast), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
+		concat(matchPrefix(12, pod), []expr.Any{&expr.Masq{FullyRandom: true}}),
+	} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables table %s: %w", n.cfg.Table, err)
+	}
+	return nil
+}
+
+// deleteMasquerade removes the table; a missing table is no error.
+func (n *Network) deleteMasquerade() error {
+	c, err := n.nftConn()
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: n.cfg.Table, Family: nftables.TableFamilyIPv4}
+	c.AddTable(t)
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("delete nftables table %s: %w", n.cfg.Table, err)
+	}
+	return nil
+}
+
+// matchPrefix matches the IPv4 header's address at offset (12 source, 16
+// destination) against p.
+func matchPrefix(offset uint32, p netip.Prefix) []expr.Any {
+	mask := prefixNet(p).Mask
+	addr := p.Masked().Addr().As4()
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr[:]},
+	}
+}
+
+func concat(parts ...[]expr.Any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
