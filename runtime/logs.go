@@ -107,7 +107,7 @@ func ReadLog(ctx context.Context, path string, maxFiles int, opts LogOptions, w 
 		return err
 	}
 	if opts.Tail >= 0 {
-		lines, err := tailLines(files, opts.Tail)
+		lines, off, err := tailLines(files, opts.Tail)
 		if err != nil {
 			return err
 		}
@@ -116,48 +116,60 @@ func ReadLog(ctx context.Context, path string, maxFiles int, opts LogOptions, w 
 				return err
 			}
 		}
-		// Follow from the current end of the newest file.
 		if !opts.Follow {
 			return nil
 		}
-		return follow(ctx, path, true, emit, done)
+		return follow(ctx, path, off, emit, done)
 	}
 	for _, f := range files[:len(files)-1] {
-		if err := readAll(f, emit); err != nil {
+		if _, err := readAll(f, emit); err != nil {
 			return err
 		}
 	}
 	if !opts.Follow {
-		return readAll(path, emit)
+		_, err := readAll(path, emit)
+		return err
 	}
-	return follow(ctx, path, false, emit, done)
+	return follow(ctx, path, 0, emit, done)
 }
 
-func readAll(path string, emit func([]byte) error) error {
+// readAll emits every complete line of path and returns the offset just
+// past the last one (where a follower resumes).
+func readAll(path string, emit func([]byte) error) (int64, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return fmt.Errorf("read log: %w", err)
+		return 0, fmt.Errorf("read log: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if err := emit(sc.Bytes()); err != nil {
-			return err
+	rd := bufio.NewReaderSize(f, 64<<10)
+	var off int64
+	for {
+		line, err := rd.ReadBytes('\n')
+		if err == io.EOF {
+			return off, nil // a torn last line is left to the follower
+		}
+		if err != nil {
+			return off, fmt.Errorf("read log: %w", err)
+		}
+		off += int64(len(line))
+		if err := emit(line[:len(line)-1]); err != nil {
+			return off, err
 		}
 	}
-	return sc.Err()
 }
 
-// tailLines returns the last n lines across files (oldest first).
-func tailLines(files []string, n int64) ([][]byte, error) {
+// tailLines returns the last n lines across files (oldest first) and the
+// offset in the last file where they end.
+func tailLines(files []string, n int64) ([][]byte, int64, error) {
 	ring := make([][]byte, 0, min(n, 4096))
 	var start int
+	var off int64
 	for _, p := range files {
-		err := readAll(p, func(b []byte) error {
+		var err error
+		off, err = readAll(p, func(b []byte) error {
 			if n == 0 {
 				return nil
 			}
@@ -171,25 +183,25 @@ func tailLines(files []string, n int64) ([][]byte, error) {
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	return append(ring[start:], ring[:start]...), nil
+	return append(ring[start:], ring[:start]...), off, nil
 }
 
-// follow streams path, reopening it when it is rotated, until done()
-// reports no more writers and the file is fully read, or ctx ends.
-func follow(ctx context.Context, path string, fromEnd bool, emit func([]byte) error, done func() bool) error {
+// follow streams path from offset, reopening it when it is rotated, until
+// done() reports no more writers and the file is fully read, or ctx ends.
+func follow(ctx context.Context, path string, offset int64, emit func([]byte) error, done func() bool) error {
 	var f *os.File
 	var rd *bufio.Reader
 	var pending []byte
-	open := func(seekEnd bool) error {
+	open := func(at int64) error {
 		nf, err := os.Open(path)
 		if err != nil {
 			return err
 		}
-		if seekEnd {
-			if _, err := nf.Seek(0, io.SeekEnd); err != nil {
+		if at > 0 {
+			if _, err := nf.Seek(at, io.SeekStart); err != nil {
 				nf.Close()
 				return err
 			}
@@ -207,7 +219,7 @@ func follow(ctx context.Context, path string, fromEnd bool, emit func([]byte) er
 	}()
 	for delay := 5 * time.Millisecond; ; {
 		if f == nil {
-			if err := open(fromEnd); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := open(offset); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("follow log: %w", err)
 			}
 		}
@@ -229,7 +241,7 @@ func follow(ctx context.Context, path string, fromEnd bool, emit func([]byte) er
 		if f != nil {
 			if cur, err := os.Stat(path); err == nil {
 				if old, err := f.Stat(); err == nil && !os.SameFile(cur, old) {
-					if err := open(false); err != nil {
+					if err := open(0); err != nil {
 						return fmt.Errorf("follow log: %w", err)
 					}
 					continue
