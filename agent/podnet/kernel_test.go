@@ -1,0 +1,556 @@
+package podnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orch-dev/orch/internal/lab"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// The kernel tests run each node of a cluster in a lab host (a network
+// namespace) and each pod in a plain namespace made by the lab: no container
+// runtime, the real kernel otherwise.
+
+type testNode struct {
+	host *lab.Host
+	cfg  Config
+	net  *Network
+}
+
+type testPod struct {
+	uid string
+	ns  lab.NS
+	ip  PodIP
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// newCluster makes n nodes with pod CIDRs 10.42.<i>.0/24 and tells each
+// about the others through the annotations path the agent will use.
+func newCluster(t testing.TB, backend Backend, n int) (*lab.Lab, []*testNode) {
+	t.Helper()
+	l := lab.New(t, n)
+	nodes := make([]*testNode, n)
+	for i, h := range l.Hosts {
+		cfg := Config{
+			NodeName:    h.Role,
+			ClusterCIDR: DefaultClusterCIDR,
+			PodCIDR:     netip.MustParsePrefix(fmt.Sprintf("10.42.%d.0/24", i)),
+			NodeIP:      h.IP,
+			Backend:     backend,
+			DataDir:     h.DataDir,
+			NetnsPath:   h.Path,
+		}
+		nodes[i] = &testNode{host: h, cfg: cfg}
+		nodes[i].start(t, t)
+	}
+	announce(t, nodes)
+	return l, nodes
+}
+
+// start makes a fresh Network for the node (as a restarted agent does) and
+// runs Init. The Network is closed when owner (the whole test) ends.
+func (tn *testNode) start(t, owner testing.TB) {
+	t.Helper()
+	nw, err := New(tn.cfg, testLogger(owner))
+	if err != nil {
+		t.Fatalf("%s: New: %v", tn.host.Role, err)
+	}
+	owner.Cleanup(func() { nw.Close() })
+	if err := nw.Init(context.Background()); err != nil {
+		t.Fatalf("%s: Init: %v", tn.host.Role, err)
+	}
+	tn.net = nw
+}
+
+func peersOf(t testing.TB, nodes []*testNode) []Peer {
+	var peers []Peer
+	for _, o := range nodes {
+		p, err := PeerFromNode(o.cfg.NodeName, o.cfg.PodCIDR.String(), o.net.Annotations())
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers = append(peers, p)
+	}
+	return peers
+}
+
+func announce(t testing.TB, nodes []*testNode) {
+	t.Helper()
+	peers := peersOf(t, nodes)
+	for _, n := range nodes {
+		if err := n.net.SetPeers(peers); err != nil {
+			t.Fatalf("%s: SetPeers: %v", n.host.Role, err)
+		}
+	}
+}
+
+func newPod(t testing.TB, l *lab.Lab, n *testNode, name string) *testPod {
+	t.Helper()
+	ns := l.NewNS(t, name)
+	uid := fmt.Sprintf("uid-%s-%d", name, time.Now().UnixNano())
+	ip, err := n.net.Setup(context.Background(), uid, ns.Path)
+	if err != nil {
+		t.Fatalf("Setup %s on %s: %v", name, n.host.Role, err)
+	}
+	if !n.cfg.PodCIDR.Contains(ip.Addr.Addr()) || ip.Gateway != gatewayOf(n.cfg.PodCIDR) {
+		t.Fatalf("pod %s got %+v outside %s", name, ip, n.cfg.PodCIDR)
+	}
+	return &testPod{uid: uid, ns: ns, ip: ip}
+}
+
+// echoTCP dials from `from` to `addr` in `to` and checks an echo; it returns
+// the address the server saw the client as.
+func echoTCP(t testing.TB, from, to lab.NS, addr netip.Addr) netip.Addr {
+	t.Helper()
+	var ln net.Listener
+	if err := to.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(addr, 0).String())
+		return err
+	}); err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
+	defer ln.Close()
+	peer := make(chan netip.Addr, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			peer <- netip.Addr{}
+			return
+		}
+		defer c.Close()
+		peer <- netip.MustParseAddrPort(c.RemoteAddr().String()).Addr()
+		_, _ = io.Copy(c, c)
+	}()
+	var c net.Conn
+	if err := from.Do(func() (err error) {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		c, err = d.Dial("tcp4", ln.Addr().String())
+		return err
+	}); err != nil {
+		t.Fatalf("TCP %s -> %s: %v", from.Name, ln.Addr(), err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	msg := []byte("hello " + from.Name)
+	if _, err := c.Write(msg); err != nil {
+		t.Fatalf("TCP write to %s: %v", ln.Addr(), err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != string(msg) {
+		t.Fatalf("TCP echo from %s: %q %v", ln.Addr(), buf, err)
+	}
+	return <-peer
+}
+
+// echoUDP sends datagrams from `from` to `addr` in `to` until one is echoed.
+func echoUDP(t testing.TB, from, to lab.NS, addr netip.Addr) {
+	t.Helper()
+	var srv net.PacketConn
+	if err := to.Do(func() (err error) {
+		srv, err = net.ListenPacket("udp4", netip.AddrPortFrom(addr, 0).String())
+		return err
+	}); err != nil {
+		t.Fatalf("listen UDP on %s: %v", addr, err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, a, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = srv.WriteTo(buf[:n], a)
+		}
+	}()
+	var c net.Conn
+	if err := from.Do(func() (err error) {
+		c, err = net.Dial("udp4", srv.LocalAddr().String())
+		return err
+	}); err != nil {
+		t.Fatalf("UDP socket %s -> %s: %v", from.Name, srv.LocalAddr(), err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	for try := 0; try < 10; try++ {
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatalf("UDP write: %v", err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil && string(buf[:n]) == "ping" {
+			return
+		}
+	}
+	t.Fatalf("UDP %s -> %s: no echo", from.Name, srv.LocalAddr())
+}
+
+// noTCP checks that a connection from `from` to addr:port fails (nothing
+// routes there).
+func noTCP(t testing.TB, from lab.NS, addr netip.Addr) {
+	t.Helper()
+	err := from.Do(func() error {
+		d := net.Dialer{Timeout: 500 * time.Millisecond}
+		c, err := d.Dial("tcp4", netip.AddrPortFrom(addr, 9).String())
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if err == nil {
+		t.Errorf("%s reached %s, want unreachable", from.Name, addr)
+	}
+}
+
+func TestVXLANCluster(t *testing.T) {
+	top := t
+	l, nodes := newCluster(t, BackendVXLAN, 2)
+	a, b := nodes[0], nodes[1]
+	pa := newPod(t, l, a, "pa")
+	pa2 := newPod(t, l, a, "pa2")
+	pb := newPod(t, l, b, "pb")
+	ip := func(p *testPod) netip.Addr { return p.ip.Addr.Addr() }
+
+	t.Run("pod to pod across nodes", func(t *testing.T) {
+		if src := echoTCP(t, pa.ns, pb.ns, ip(pb)); src != ip(pa) {
+			t.Errorf("pod-to-pod source seen as %s, want the pod's own %s (no NAT)", src, ip(pa))
+		}
+		echoTCP(t, pb.ns, pa.ns, ip(pa))
+		echoUDP(t, pa.ns, pb.ns, ip(pb))
+		echoUDP(t, pb.ns, pa.ns, ip(pa))
+	})
+	t.Run("pod to pod on one node", func(t *testing.T) {
+		echoTCP(t, pa.ns, pa2.ns, ip(pa2))
+		echoUDP(t, pa2.ns, pa.ns, ip(pa))
+	})
+	t.Run("nodes and pods", func(t *testing.T) {
+		echoTCP(t, a.host.NS, pb.ns, ip(pb)) // node to remote pod
+		echoTCP(t, b.host.NS, pb.ns, ip(pb)) // node to own pod
+		echoTCP(t, pb.ns, a.host.NS, a.host.IP)
+		echoTCP(t, pb.ns, b.host.NS, b.host.IP)
+		echoUDP(t, a.host.NS, pb.ns, ip(pb))
+	})
+	t.Run("masquerade leaving the cluster", func(t *testing.T) {
+		if src := echoTCP(t, pa.ns, l.Client.NS, lab.ClientIP); src != a.host.IP {
+			t.Errorf("client saw the pod as %s, want node IP %s (masquerade)", src, a.host.IP)
+		}
+		out, err := a.host.Command(context.Background(), "nft", "list", "table", "ip", DefaultTable).CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list: %v: %s", err, out)
+		}
+		for _, want := range []string{"ip saddr 10.42.0.0/24 ip daddr 10.42.0.0/16 return", "masquerade"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("masquerade table lacks %q:\n%s", want, out)
+			}
+		}
+	})
+	t.Run("MTU and hairpin", func(t *testing.T) {
+		if a.net.MTU() != 1500-VXLANOverhead {
+			t.Errorf("MTU %d, want %d", a.net.MTU(), 1500-VXLANOverhead)
+		}
+		ph, err := pa.ns.Handle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ph.Close()
+		eth, err := ph.LinkByName("eth0")
+		if err != nil || eth.Attrs().MTU != 1450 {
+			t.Errorf("pod eth0 %v MTU, err %v", eth, err)
+		}
+		out, _ := a.host.Command(context.Background(), "ip", "-d", "link", "show", vethName(pa.uid)).CombinedOutput()
+		if !strings.Contains(string(out), "hairpin on") {
+			t.Errorf("host veth not in hairpin mode:\n%s", out)
+		}
+	})
+
+	t.Run("agent restart keeps pods and connectivity", func(t *testing.T) {
+		// A connection open across the restart must survive it.
+		var ln net.Listener
+		if err := pb.ns.Do(func() (err error) { ln, err = net.Listen("tcp4", netip.AddrPortFrom(ip(pb), 0).String()); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			c, err := ln.Accept()
+			if err == nil {
+				_, _ = io.Copy(c, c)
+				c.Close()
+			}
+		}()
+		var c net.Conn
+		if err := pa.ns.Do(func() (err error) { c, err = net.Dial("tcp4", ln.Addr().String()); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for _, n := range nodes {
+			n.net.Close()
+			n.start(t, top)
+		}
+		announce(t, nodes)
+		again, err := a.net.Setup(context.Background(), pa.uid, pa.ns.Path)
+		if err != nil || again != pa.ip {
+			t.Errorf("Setup of a running pod after restart = %+v %v, want %+v", again, err, pa.ip)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("still")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Errorf("connection across the restart broke: %v", err)
+		}
+		echoUDP(t, pb.ns, pa.ns, ip(pa))
+		fresh := newPod(t, l, a, "pa3")
+		for _, p := range []*testPod{pa, pa2} {
+			if ip(fresh) == ip(p) {
+				t.Errorf("new pod got %s, held by a running pod", ip(fresh))
+			}
+		}
+	})
+
+	t.Run("peer removed", func(t *testing.T) {
+		if err := a.net.SetPeers(peersOf(t, nodes[:1])); err != nil {
+			t.Fatal(err)
+		}
+		ah, err := a.host.Handle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ah.Close()
+		routes, neighs := kernelPeerState(t, ah, DefaultVXLAN)
+		if len(routes) != 0 || len(neighs) != 0 {
+			t.Errorf("after b left, a still has routes %v neighbours %v", routes, neighs)
+		}
+		noTCP(t, pa.ns, ip(pb))
+		announce(t, nodes)
+		routes, neighs = kernelPeerState(t, ah, DefaultVXLAN)
+		if len(routes) != 1 || len(neighs) != 2 {
+			t.Errorf("after b came back: routes %v neighbours %v, want 1 and 2", routes, neighs)
+		}
+		echoTCP(t, pa.ns, pb.ns, ip(pb))
+	})
+}
+
+func kernelPeerState(t testing.TB, h *netlink.Handle, vxlan string) ([]netlink.Route, []netlink.Neigh) {
+	t.Helper()
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := h.LinkByName(vxlan)
+	if err != nil {
+		all, lerr := h.LinkList()
+		for _, l := range all {
+			t.Logf("link %s", l.Attrs().Name)
+		}
+		t.Fatal(err, lerr)
+	}
+	var neighs []netlink.Neigh
+	for _, fam := range []int{unix.AF_INET, unix.AF_BRIDGE} {
+		ns, err := h.NeighList(link.Attrs().Index, fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range ns {
+			if n.State&netlink.NUD_PERMANENT != 0 && n.IP != nil {
+				neighs = append(neighs, n)
+			}
+		}
+	}
+	return routes, neighs
+}
+
+func TestHostGWCluster(t *testing.T) {
+	l, nodes := newCluster(t, BackendHostGW, 2)
+	pa := newPod(t, l, nodes[0], "pa")
+	pb := newPod(t, l, nodes[1], "pb")
+	echoTCP(t, pa.ns, pb.ns, pb.ip.Addr.Addr())
+	echoUDP(t, pb.ns, pa.ns, pa.ip.Addr.Addr())
+	echoTCP(t, nodes[0].host.NS, pb.ns, pb.ip.Addr.Addr())
+	if nodes[0].net.MTU() != 1500 {
+		t.Errorf("host-gw MTU %d, want the uplink's 1500", nodes[0].net.MTU())
+	}
+	h, err := nodes[0].host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.LinkByName(DefaultVXLAN); err == nil {
+		t.Error("host-gw node has a vxlan device")
+	}
+	// Switching a node to vxlan and back removes and re-creates cleanly.
+	if err := nodes[0].net.SetPeers(nil); err != nil {
+		t.Fatal(err)
+	}
+	noTCP(t, pa.ns, pb.ip.Addr.Addr())
+}
+
+func TestNoneBackendInstallsNothingBetweenNodes(t *testing.T) {
+	l, nodes := newCluster(t, BackendNone, 2)
+	pa := newPod(t, l, nodes[0], "pa")
+	pb := newPod(t, l, nodes[1], "pb")
+	echoTCP(t, nodes[0].host.NS, pa.ns, pa.ip.Addr.Addr())
+	noTCP(t, pa.ns, pb.ip.Addr.Addr())
+}
+
+func TestIPLifecycle(t *testing.T) {
+	l, nodes := newCluster(t, BackendVXLAN, 1)
+	n := nodes[0]
+	ctx := context.Background()
+	const count = 16
+	nss := make([]lab.NS, count)
+	for i := range nss {
+		nss[i] = l.NewNS(t, fmt.Sprintf("p%d", i))
+	}
+	// Concurrent Setup never hands out one address twice.
+	ips := make([]PodIP, count)
+	var wg sync.WaitGroup
+	for i := range nss {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if ips[i], err = n.net.Setup(ctx, fmt.Sprintf("pod-%d", i), nss[i].Path); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[netip.Prefix]int{}
+	for i, ip := range ips {
+		if j, dup := seen[ip.Addr]; dup {
+			t.Fatalf("pods %d and %d both got %s", i, j, ip.Addr)
+		}
+		seen[ip.Addr] = i
+	}
+	// Every pod answers on its address (each has its own eth0).
+	for i := 0; i < count; i += 5 {
+		echoTCP(t, n.host.NS, nss[i], ips[i].Addr.Addr())
+	}
+
+	// The agent crashes: a new instance on the same data dir sees every
+	// allocation, gives running pods their addresses and new ones others.
+	n.start(t, t)
+	allocs, err := n.net.Allocations()
+	if err != nil || len(allocs) != count {
+		t.Fatalf("after restart %d allocations (%v), want %d", len(allocs), err, count)
+	}
+	extra := l.NewNS(t, "extra")
+	eip, err := n.net.Setup(ctx, "pod-extra", extra.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, dup := seen[eip.Addr]; dup {
+		t.Fatalf("after restart %s handed out twice", eip.Addr)
+	}
+
+	// Pods 0..7 went while the agent was down: Reconcile frees them and
+	// removes their veths; the others keep working.
+	var live []string
+	for i := 8; i < count; i++ {
+		live = append(live, fmt.Sprintf("pod-%d", i))
+	}
+	live = append(live, "pod-extra")
+	freed, err := n.net.Reconcile(ctx, live)
+	if err != nil || len(freed) != 8 {
+		t.Fatalf("Reconcile freed %v (%v), want 8 pods", freed, err)
+	}
+	h, err := n.host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.LinkByName(vethName("pod-0")); err == nil {
+		t.Error("veth of a reconciled pod remains")
+	}
+	echoTCP(t, n.host.NS, nss[9], ips[9].Addr.Addr())
+
+	// Teardown frees; a torn-down pod's namespace has no eth0 left; a
+	// second Teardown, or one of an unknown pod, is no error.
+	if err := n.net.Teardown(ctx, "pod-9", nss[9].Path); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.net.Teardown(ctx, "pod-9", nss[9].Path); err != nil {
+		t.Errorf("second Teardown: %v", err)
+	}
+	ph, _ := nss[9].Handle()
+	if _, err := ph.LinkByName("eth0"); err == nil {
+		t.Error("eth0 left in a torn-down pod")
+	}
+	ph.Close()
+	allocs, _ = n.net.Allocations()
+	if len(allocs) != count-8 {
+		t.Errorf("%d allocations, want %d", len(allocs), count-8)
+	}
+}
+
+func TestExhaustedPodCIDR(t *testing.T) {
+	l := lab.New(t, 1)
+	h := l.Hosts[0]
+	cfg := Config{NodeName: "h0", ClusterCIDR: DefaultClusterCIDR, PodCIDR: netip.MustParsePrefix("10.42.0.0/28"),
+		NodeIP: h.IP, DataDir: h.DataDir, NetnsPath: h.Path}
+	nw, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nw.Close()
+	if err := nw.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := map[netip.Addr]bool{}
+	var pod3 netip.Addr
+	for i := range 13 {
+		ns := l.NewNS(t, fmt.Sprintf("p%d", i))
+		ip, err := nw.Setup(context.Background(), fmt.Sprintf("pod-%d", i), ns.Path)
+		if err != nil {
+			t.Fatalf("pod %d: %v", i, err)
+		}
+		got[ip.Addr.Addr()] = true
+		if i == 3 {
+			pod3 = ip.Addr.Addr()
+		}
+	}
+	if len(got) != 13 {
+		t.Fatalf("%d distinct addresses, want 13", len(got))
+	}
+	ns := l.NewNS(t, "p14")
+	_, err = nw.Setup(context.Background(), "pod-14", ns.Path)
+	if !errors.Is(err, ErrExhausted) {
+		t.Fatalf("Setup on a full CIDR: %v, want ErrExhausted", err)
+	}
+	hh, _ := h.Handle()
+	defer hh.Close()
+	if _, err := hh.LinkByName(vethName("pod-14")); err == nil {
+		t.Error("failed Setup left a veth")
+	}
+	if err := nw.Teardown(context.Background(), "pod-3", ""); err != nil {
+		t.Fatal(err)
+	}
+	ip, err := nw.Setup(context.Background(), "pod-14", ns.Path)
+	if err != nil {
+		t.Fatalf("Setup after a pod left: %v", err)
+	}
+	if ip.Addr.Addr() != pod3 {
+		t.Errorf("new pod got %s, want the freed %s", ip.Addr.Addr(), pod3)
+	}
+}
