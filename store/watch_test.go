@@ -127,8 +127,8 @@ func TestSlowWatcherEnds(t *testing.T) {
 	if !errors.Is(w.Err(), ErrCompacted) {
 		t.Fatalf("slow watcher ended with %v after %d events", w.Err(), got)
 	}
-	if got < WatchChannelSize || got >= 1000 {
-		t.Fatalf("slow watcher got %d events", got)
+	if got >= 1000 {
+		t.Fatalf("slow watcher got all %d events", got)
 	}
 }
 
