@@ -2,6 +2,7 @@ package netproxy
 
 import (
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net/netip"
 	"testing"
 	"time"
@@ -38,6 +39,21 @@ func benchDial(b testing.TB, ns netns.NsHandle) func() *batchConn {
 	}
 }
 
+// cpuTime is the process's user+system CPU time. Reported per op next to
+// wall time because the test machine's cores are shared: wall time grows
+// with other processes' load, CPU time much less.
+func cpuTime(b *testing.B) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64((cpuTime(b)-start).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
 var benchRenderer = renderer{clusterCIDR: netip.MustParsePrefix("10.42.0.0/16"), mark: 0x4000}
 
 // BenchmarkFullSync10k measures one full sync (table recreated in one batch)
@@ -53,6 +69,7 @@ func benchFullSync(b *testing.B, n int) {
 	dial := benchDial(b, ns)
 	changes := benchServices(n, 0)
 	b.ResetTimer()
+	defer reportCPU(b, cpuTime(b))
 	for i := 0; i < b.N; i++ {
 		c := dial()
 		if _, _, err := apply(c, "orchtest-px-bench", &benchRenderer, newState(), changes, true); err != nil {
@@ -76,6 +93,7 @@ func BenchmarkAddServiceWith10k(b *testing.B) {
 	_ = c.close()
 	extra := benchServices(b.N, 10000)
 	b.ResetTimer()
+	defer reportCPU(b, cpuTime(b))
 	for i := 0; i < b.N; i++ {
 		c := dial()
 		_, st, err = apply(c, "orchtest-px-bench", &benchRenderer, st, extra[i:i+1], false)
