@@ -323,6 +323,10 @@ func TestVXLANCluster(t *testing.T) {
 			t.Errorf("connection across the restart broke: %v", err)
 		}
 		echoUDP(t, pb.ns, pa.ns, ip(pa))
+		out, err := a.host.Command(context.Background(), "nft", "list", "table", "ip", DefaultTable).CombinedOutput()
+		if err != nil || strings.Count(string(out), "masquerade") != 1 || strings.Count(string(out), "return") != 2 {
+			t.Errorf("masquerade table after re-Init (%v):\n%s", err, out)
+		}
 		fresh := newPod(t, l, a, "pa3")
 		for _, p := range []*testPod{pa, pa2} {
 			if ip(fresh) == ip(p) {
@@ -401,11 +405,47 @@ func TestHostGWCluster(t *testing.T) {
 	if _, err := h.LinkByName(DefaultVXLAN); err == nil {
 		t.Error("host-gw node has a vxlan device")
 	}
-	// Switching a node to vxlan and back removes and re-creates cleanly.
 	if err := nodes[0].net.SetPeers(nil); err != nil {
 		t.Fatal(err)
 	}
 	noTCP(t, pa.ns, pb.ip.Addr.Addr())
+}
+
+func TestBackendSwitch(t *testing.T) {
+	l, nodes := newCluster(t, BackendVXLAN, 2)
+	pa := newPod(t, l, nodes[0], "pa")
+	pb := newPod(t, l, nodes[1], "pb")
+	echoTCP(t, pa.ns, pb.ns, pb.ip.Addr.Addr())
+	// The agents restart with host-gw: the vxlan device and its routes go,
+	// routes via the node IPs replace them, and the pods keep their
+	// addresses and connectivity.
+	for _, n := range nodes {
+		n.net.Close()
+		n.cfg.Backend = BackendHostGW
+		n.start(t, t)
+	}
+	announce(t, nodes)
+	h, err := nodes[0].host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.LinkByName(DefaultVXLAN); err == nil {
+		t.Error("vxlan device left after switching to host-gw")
+	}
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 1 || !routes[0].Gw.Equal(nodes[1].host.IP.AsSlice()) {
+		t.Errorf("routes after switch: %v, want one via %s", routes, nodes[1].host.IP)
+	}
+	ip, err := nodes[0].net.Setup(context.Background(), pa.uid, pa.ns.Path)
+	if err != nil || ip != pa.ip {
+		t.Errorf("pod after switch: %+v %v, want %+v", ip, err, pa.ip)
+	}
+	echoTCP(t, pa.ns, pb.ns, pb.ip.Addr.Addr())
+	echoUDP(t, pb.ns, pa.ns, pa.ip.Addr.Addr())
 }
 
 func TestNoneBackendInstallsNothingBetweenNodes(t *testing.T) {
