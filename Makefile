@@ -3,6 +3,8 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 KUBECTL_VERSION := v1.37.2
 GO      ?= go
+# seccomp: libcontainer's seccomp support (libseccomp-dev to build).
+TAGS    := seccomp
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS    := ./...
 
@@ -11,7 +13,7 @@ PKGS    := ./...
 all: build
 
 build: internal/kubectl/kubectl.gz
-	CGO_ENABLED=1 $(GO) build -trimpath -tags orch_kubectl -ldflags '$(LDFLAGS)' -o bin/orch .
+	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS) orch_kubectl' -ldflags '$(LDFLAGS)' -o bin/orch .
 
 # The embedded kubectl is its own binary: importing it into orch would cost
 # every orch process its package initialisation (tens of MB).
@@ -26,15 +28,15 @@ kubectl: bin/kubectl
 # Unit tests with the race detector; the real-kernel tests run as root and
 # skip themselves otherwise.
 test:
-	$(GO) test -race -count=1 $(PKGS)
+	$(GO) test -tags '$(TAGS)' -race -count=1 $(PKGS)
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s $(PKGS)
+	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 2s $(PKGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet $(PKGS)
-	staticcheck $(PKGS)
+	$(GO) vet -tags '$(TAGS)' $(PKGS)
+	staticcheck -tags '$(TAGS)' $(PKGS)
 
 clean:
 	rm -rf bin internal/kubectl/kubectl.gz

@@ -17,8 +17,9 @@ import (
 var version = "dev"
 
 func main() {
-	// The container init re-exec hook (libcontainer) goes here, before
-	// anything else runs.
+	// When libcontainer re-executes orch as a container's init, this
+	// becomes that init and never returns.
+	runtimeInitHook()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
