@@ -3,6 +3,9 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,4 +75,63 @@ func BenchmarkList5000(b *testing.B) {
 			b.Fatalf("%v %d", err, len(l.Items))
 		}
 	}
+}
+
+// BenchmarkListHandler5000 is the server side of a LIST of 5,000 pods as
+// JSON, without the client's decoding.
+func BenchmarkListHandler5000(b *testing.B) {
+	ts := newTestServer(b)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var n atomic.Int64
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := n.Add(1)
+				if i > 5000 {
+					return
+				}
+				if _, err := ts.client.CoreV1().Pods("default").Create(ctx, benchPod(i), metav1.CreateOptions{}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req := httptest.NewRequest(http.MethodGet, "/api/v1/namespaces/default/pods", nil)
+		req.Header.Set("Accept", "application/json")
+		req = req.WithContext(WithUser(req.Context(), &User{Name: "b", Groups: []string{GroupMasters}}))
+		w := httptest.NewRecorder()
+		ts.srv.ServeHTTP(w, req)
+		if w.Code != 200 {
+			b.Fatal(w.Code)
+		}
+	}
+}
+
+// BenchmarkCreateHandler is the server side of a pod create from JSON.
+func BenchmarkCreateHandler(b *testing.B) {
+	ts := newTestServer(b)
+	var n atomic.Int64
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			body := fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bench-%d","namespace":"default"},"spec":{"containers":[{"name":"c","image":"busybox:stable"}]}}`, n.Add(1))
+			req := httptest.NewRequest(http.MethodPost, "/api/v1/namespaces/default/pods", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json")
+			req = req.WithContext(WithUser(req.Context(), &User{Name: "b", Groups: []string{GroupMasters}}))
+			w := httptest.NewRecorder()
+			ts.srv.ServeHTTP(w, req)
+			if w.Code != 201 {
+				b.Fatal(w.Code, w.Body.String())
+			}
+		}
+	})
 }
