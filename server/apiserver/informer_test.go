@@ -100,7 +100,7 @@ func TestDynamicClient(t *testing.T) {
 			"selector": map[string]interface{}{"matchLabels": map[string]interface{}{"app": "dyn"}},
 			"template": map[string]interface{}{
 				"metadata": map[string]interface{}{"labels": map[string]interface{}{"app": "dyn"}},
-				"spec": map[string]interface{}{"containers": []interface{}{map[string]interface{}{"name": "c", "image": "busybox:stable"}}},
+				"spec":     map[string]interface{}{"containers": []interface{}{map[string]interface{}{"name": "c", "image": "busybox:stable"}}},
 			},
 		},
 	}}
