@@ -54,6 +54,11 @@ func Load(d discovery.DiscoveryInterface) (*Map, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery of preferred resources: %w", err)
 	}
+	if len(pref) == 0 {
+		// Servers (and fakes) that report no preferences: every group
+		// version counts.
+		pref = lists
+	}
 	m := &Map{byGVK: map[schema.GroupVersionKind]Resource{}, byGK: map[schema.GroupKind]Resource{}}
 	each(lists, func(r Resource) { m.byGVK[r.GVR.GroupVersion().WithKind(r.Kind)] = r })
 	each(pref, func(r Resource) {
@@ -90,4 +95,15 @@ func (m *Map) For(apiVersion, kind string) (Resource, bool) {
 	}
 	r, ok := m.byGK[schema.GroupKind{Group: gv.Group, Kind: kind}]
 	return r, ok
+}
+
+// New builds a map from known resources (all of them preferred).
+func New(resources []Resource) *Map {
+	m := &Map{byGVK: map[schema.GroupVersionKind]Resource{}, byGK: map[schema.GroupKind]Resource{}}
+	for _, r := range resources {
+		m.Preferred = append(m.Preferred, r)
+		m.byGVK[r.GVR.GroupVersion().WithKind(r.Kind)] = r
+		m.byGK[schema.GroupKind{Group: r.GVR.Group, Kind: r.Kind}] = r
+	}
+	return m
 }
