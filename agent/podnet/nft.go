@@ -44,7 +44,16 @@ func (n *Network) ensureMasquerade() error {
 	if err != nil {
 		return err
 	}
-	t := &nftables.Table{Name: n.cfg.Table, Family: nftables.TableFamilyIPv4}
+	queueMasquerade(c, &n.cfg)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables table %s: %w", n.cfg.Table, err)
+	}
+	return nil
+}
+
+// queueMasquerade queues the batch that replaces the table.
+func queueMasquerade(c *nftables.Conn, cfg *Config) {
+	t := &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyIPv4}
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
@@ -52,18 +61,14 @@ func (n *Network) ensureMasquerade() error {
 		Name: masqChain, Table: t,
 		Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
 	})
-	pod := n.cfg.PodCIDR
+	pod := cfg.PodCIDR
 	for _, r := range [][]expr.Any{
-		concat(matchPrefix(12, pod), matchPrefix(16, n.cfg.ClusterCIDR), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
+		concat(matchPrefix(12, pod), matchPrefix(16, cfg.ClusterCIDR), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
 		concat(matchPrefix(12, pod), matchPrefix(16, multicast), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
 		concat(matchPrefix(12, pod), []expr.Any{&expr.Masq{FullyRandom: true}}),
 	} {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
 	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables table %s: %w", n.cfg.Table, err)
-	}
-	return nil
 }
 
 // deleteMasquerade removes the table; a missing table is no error.
