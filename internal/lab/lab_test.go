@@ -2,6 +2,8 @@ package lab
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -10,7 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestLabConnectivityAndTeardown(t *testing.T) {
@@ -140,5 +144,40 @@ func TestStale(t *testing.T) {
 		if got := stale(name); got != want {
 			t.Errorf("stale(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// TestSignalTeardown runs a lab in a child process that then gets SIGTERM:
+// the lab must be gone when the child has died of the signal.
+func TestSignalTeardown(t *testing.T) {
+	if os.Getenv("ORCHLAB_SIGNAL_CHILD") == "1" {
+		l := New(t, 1)
+		fmt.Println("LAB", l.ID)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		time.Sleep(20 * time.Second)
+		t.Fatal("survived SIGTERM")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSignalTeardown$", "-test.v")
+	cmd.Env = append(os.Environ(), "ORCHLAB_SIGNAL_CHILD=1")
+	out, err := cmd.Output()
+	t.Cleanup(func() { _ = Sweep() }) // whatever the child left, its pid is dead now
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("child: %v, want death by signal\n%s", err, out)
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("child ended with %v, want killed by SIGTERM", ee)
+	}
+	_, id, ok := strings.Cut(string(out), "LAB ")
+	id, _, _ = strings.Cut(id, "\n")
+	if !ok || id == "" {
+		t.Fatalf("child printed no lab id:\n%s", out)
+	}
+	left, _ := filepath.Glob(filepath.Join(netnsDir, Prefix+id+"-*"))
+	if len(left) != 0 {
+		t.Errorf("namespaces left after SIGTERM: %v", left)
 	}
 }
