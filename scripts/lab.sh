@@ -6,6 +6,7 @@
 #                           eth0 on a switch bridge in a lab namespace
 #   scripts/lab.sh down     delete every lab made by this script, and leftovers
 #                           of crashed test runs
+#   scripts/lab.sh down PID delete only the lab whose keeper is PID
 #   scripts/lab.sh ls       list lab namespaces
 #
 # Nothing is created in the machine's own network namespace. Names are
@@ -47,7 +48,7 @@ up() {
 		i=$((i + 1))
 	done
 	echo "  $id-client  $SUBNET.200"
-	echo "delete with: $0 down"
+	echo "delete with: $0 down $keeper"
 }
 
 add_host() {
@@ -80,6 +81,11 @@ delete_ns() {
 
 down() {
 	[ "$(id -u)" -eq 0 ] || die "needs root"
+	if [ -n "${1:-}" ]; then
+		case $1 in *[!0-9]*) die "down: PID must be a number";; esac
+		down_one "$1"
+		return
+	fi
 	for ns in $(ls /run/netns 2>/dev/null | grep "^$PREFIX" || true); do
 		rest=${ns#"$PREFIX"}
 		pid=${rest%%-*}
@@ -95,7 +101,7 @@ down() {
 
 case ${1:-} in
 up) up "${2:-}" ;;
-down) down ;;
+down) down "${2:-}" ;;
 ls) ls /run/netns 2>/dev/null | grep "^$PREFIX" || true ;;
-*) die "usage: $0 up N | down | ls" ;;
+*) die "usage: $0 up N | down [PID] | ls" ;;
 esac

@@ -181,3 +181,61 @@ func TestSignalTeardown(t *testing.T) {
 		t.Errorf("namespaces left after SIGTERM: %v", left)
 	}
 }
+
+// TestLabScript checks scripts/lab.sh builds a lab the sweep leaves alone
+// while its keeper lives, and deletes it again.
+func TestLabScript(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	script, err := filepath.Abs("../../scripts/lab.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(script, "up", "2").CombinedOutput()
+	if err != nil {
+		t.Fatalf("lab.sh up: %v\n%s", err, out)
+	}
+	// "lab orchlab-<pid>-sh: 2 hosts"
+	_, rest, _ := strings.Cut(string(out), "lab "+Prefix)
+	pid, _, _ := strings.Cut(rest, "-")
+	if _, err := strconv.Atoi(pid); err != nil {
+		t.Fatalf("no keeper pid in %q", out)
+	}
+	t.Cleanup(func() { _ = exec.Command(script, "down", pid).Run() })
+	pattern := filepath.Join(netnsDir, Prefix+pid+"-sh-*")
+	if got, _ := filepath.Glob(pattern); len(got) != 4 {
+		t.Fatalf("lab.sh made %v, want switch, h0, h1, client", got)
+	}
+	h0 := NS{Name: Prefix + pid + "-sh-h0", Path: filepath.Join(netnsDir, Prefix+pid+"-sh-h0")}
+	h1 := &Host{NS: NS{Name: Prefix + pid + "-sh-h1", Path: filepath.Join(netnsDir, Prefix+pid+"-sh-h1")}, Role: "h1",
+		IP: netip.MustParseAddr("172.31.250.11")}
+	echo(t, h0, h1)
+	if err := Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := filepath.Glob(pattern); len(got) != 4 {
+		t.Fatalf("sweep removed a live lab.sh lab: %v left", got)
+	}
+	if out, err := exec.Command(script, "down", pid).CombinedOutput(); err != nil {
+		t.Fatalf("lab.sh down: %v\n%s", err, out)
+	}
+	if got, _ := filepath.Glob(pattern); len(got) != 0 {
+		t.Errorf("lab.sh down left %v", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(mustAtoi(t, pid)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("keeper %s still running", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
