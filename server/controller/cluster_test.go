@@ -38,7 +38,9 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func startCluster(t *testing.T) *cluster {
+func startCluster(t *testing.T) *cluster { return startClusterB(t) }
+
+func startClusterB(t testing.TB) *cluster {
 	t.Helper()
 	s := apitest.Start(t)
 	meta, err := metadata.NewForConfig(s.Config)
@@ -71,7 +73,9 @@ type kubelet struct {
 	next int
 }
 
-func (c *cluster) runKubelet(t *testing.T, ns string) *kubelet {
+func (c *cluster) runKubelet(t *testing.T, ns string) *kubelet { return c.runKubeletB(t, ns) }
+
+func (c *cluster) runKubeletB(t testing.TB, ns string) *kubelet {
 	k := &kubelet{}
 	ctx, cancel := context.WithCancel(c.ctx)
 	var wg sync.WaitGroup
