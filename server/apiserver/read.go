@@ -186,11 +186,12 @@ func (s *Server) list(ctx context.Context, k *kind, ns string, f filter, q map[s
 		}
 		res.rv = lr.Revision
 		opts.Revision = lr.Revision
+		decoded, err := s.objs.decodeAll(ctx, k, lr.KVs)
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
 		for i, kv := range lr.KVs {
-			obj, err := s.objs.decode(ctx, k, kv)
-			if err != nil {
-				return nil, apierrors.NewInternalError(err)
-			}
+			obj := decoded[i]
 			if !f.matches(k, obj) {
 				continue
 			}
@@ -252,6 +253,10 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, sv *served, r
 				ObjectMeta: *objectMetaOf(m)})
 		}
 		s.writeObjectAs(w, r, out, http.StatusOK, l)
+		return
+	}
+	if out.info.MediaType == runtime.ContentTypeJSON && !sv.legacy && r.URL.Query().Get("pretty") == "" {
+		s.writeJSONList(w, r, sv, res.items, lm)
 		return
 	}
 	list, err := s.newServedList(sv, res.items)
@@ -510,4 +515,52 @@ type bytesBuffer struct{ b []byte }
 func (b *bytesBuffer) Write(p []byte) (int, error) {
 	b.b = append(b.b, p...)
 	return len(p), nil
+}
+
+// writeJSONList writes a list as JSON, encoding its items in parallel: the
+// same bytes the JSON serializer writes for the list object, faster.
+func (s *Server) writeJSONList(w http.ResponseWriter, r *http.Request, sv *served, items []runtime.Object, lm metav1.ListMeta) {
+	enc := make([][]byte, len(items))
+	err := parallel(len(items), func(i int) error {
+		obj := items[i]
+		gvk := obj.GetObjectKind().GroupVersionKind()
+		obj.GetObjectKind().SetGroupVersionKind(schema.GroupVersionKind{})
+		b, err := json.Marshal(obj)
+		obj.GetObjectKind().SetGroupVersionKind(gvk)
+		enc[i] = b
+		return err
+	})
+	if err != nil {
+		s.writeError(w, r, apierrors.NewInternalError(err))
+		return
+	}
+	metaJSON, err := json.Marshal(&lm)
+	if err != nil {
+		s.writeError(w, r, apierrors.NewInternalError(err))
+		return
+	}
+	gvk := sv.gv.WithKind(sv.kindName() + "List")
+	size := 64 + len(metaJSON)
+	for _, b := range enc {
+		size += len(b) + 1
+	}
+	buf := make([]byte, 0, size)
+	buf = append(buf, `{"kind":"`...)
+	buf = append(buf, gvk.Kind...)
+	buf = append(buf, `","apiVersion":"`...)
+	buf = append(buf, gvk.GroupVersion().String()...)
+	buf = append(buf, `","metadata":`...)
+	buf = append(buf, metaJSON...)
+	buf = append(buf, `,"items":[`...)
+	for i, b := range enc {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, b...)
+	}
+	buf = append(buf, "]}\n"...)
+	w.Header().Set("Content-Type", runtime.ContentTypeJSON)
+	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf)
 }

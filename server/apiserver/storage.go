@@ -3,6 +3,7 @@ package apiserver
 import (
 	"bytes"
 	"context"
+	goruntime "runtime"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/orch-dev/orch/store"
 )
@@ -204,3 +206,46 @@ func storeError(k *kind, name string, err error) error {
 }
 
 const conflictMessage = "the object has been modified; please apply your changes to the latest version and try again"
+
+// parallelMin is the batch size from which decoding and encoding of list
+// items is spread over the CPUs.
+const parallelMin = 256
+
+// decodeAll decodes kvs, in parallel for large pages.
+func (o *objects) decodeAll(ctx context.Context, k *kind, kvs []store.KeyValue) ([]runtime.Object, error) {
+	out := make([]runtime.Object, len(kvs))
+	err := parallel(len(kvs), func(i int) error {
+		obj, err := o.decode(ctx, k, kvs[i])
+		out[i] = obj
+		return err
+	})
+	return out, err
+}
+
+// parallel runs fn(0..n-1) over GOMAXPROCS workers when n is large, else
+// in order; it returns the first error.
+func parallel(n int, fn func(i int) error) error {
+	workers := goruntime.GOMAXPROCS(0)
+	if n < parallelMin || workers < 2 {
+		for i := 0; i < n; i++ {
+			if err := fn(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var g errgroup.Group
+	chunk := (n + workers - 1) / workers
+	for start := 0; start < n; start += chunk {
+		end := min(start+chunk, n)
+		g.Go(func() error {
+			for i := start; i < end; i++ {
+				if err := fn(i); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
