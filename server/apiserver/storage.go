@@ -3,16 +3,16 @@ package apiserver
 import (
 	"bytes"
 	"context"
-	goruntime "runtime"
 	"errors"
 	"fmt"
+	goruntime "runtime"
 	"strconv"
 
+	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/orch-dev/orch/store"
 )

@@ -154,7 +154,7 @@ func (l *oneConnListener) Accept() (net.Conn, error) {
 	return nil, errClosed
 }
 
-func (l *oneConnListener) Close() error { return nil }
+func (l *oneConnListener) Close() error   { return nil }
 func (l *oneConnListener) Addr() net.Addr { return l.addr }
 
 type notifyConn struct {
