@@ -265,24 +265,31 @@ func (s *Server) prepareUpdate(k *kind, obj, old runtime.Object, subresource str
 	}
 }
 
-func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, sv *served, ri requestInfo) {
+// readObject reads the write options and the body of a create or update
+// and returns the object in the storage version.
+func (s *Server) readObject(w http.ResponseWriter, r *http.Request, sv *served) (runtime.Object, writeOpts, error) {
 	o, err := parseWriteOpts(r, managerFromAgent(r))
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, o, err
 	}
 	body, err := readBody(r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, o, err
 	}
 	obj, err := s.decodeBody(r, body, sv, sv.gvk(), sv.newObj(), o, w)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, o, err
 	}
 	if obj, err = s.toStorage(sv, obj); err != nil {
-		s.writeError(w, r, apierrors.NewBadRequest(err.Error()))
+		return nil, o, apierrors.NewBadRequest(err.Error())
+	}
+	return obj, o, nil
+}
+
+func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, sv *served, ri requestInfo) {
+	obj, o, err := s.readObject(w, r, sv)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	if err := nodeMayCreate(r.Context(), sv.k, obj); err != nil {
@@ -353,23 +360,9 @@ func (s *Server) serveUpdate(w http.ResponseWriter, r *http.Request, sv *served,
 		s.writeError(w, r, apierrors.NewMethodNotSupported(sv.k.gr, "update"))
 		return
 	}
-	o, err := parseWriteOpts(r, managerFromAgent(r))
+	obj, o, err := s.readObject(w, r, sv)
 	if err != nil {
 		s.writeError(w, r, err)
-		return
-	}
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	obj, err := s.decodeBody(r, body, sv, sv.gvk(), sv.newObj(), o, w)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if obj, err = s.toStorage(sv, obj); err != nil {
-		s.writeError(w, r, apierrors.NewBadRequest(err.Error()))
 		return
 	}
 	m, _ := meta.Accessor(obj)
