@@ -1,6 +1,7 @@
 package controller_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -193,4 +194,43 @@ func TestProgressDeadline(t *testing.T) {
 	if cond := findCond(d, appsv1.DeploymentAvailable); cond == nil || cond.Status != corev1.ConditionTrue {
 		t.Fatalf("Available %+v", cond)
 	}
+}
+
+func TestMinReadySecondsAndEvents(t *testing.T) {
+	c := startCluster(t)
+	ns := c.namespace(t, "orchtest-minready")
+	c.runKubelet(t, ns)
+	d := newDeployment("web", 2, "web:1")
+	// Condition times have one-second precision: with 2s, availability
+	// comes at least 1s after the pods turned ready.
+	d.Spec.MinReadySeconds = 2
+	start := time.Now()
+	if _, err := c.Client.AppsV1().Deployments(ns).Create(c.ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "ready but not yet available", func() (bool, error) {
+		d, err := c.Client.AppsV1().Deployments(ns).Get(c.ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		if d.Status.AvailableReplicas > 0 && time.Since(start) < time.Second {
+			t.Fatalf("available before minReadySeconds: %+v", d.Status)
+		}
+		return d.Status.ReadyReplicas == 2, nil
+	})
+	c.waitRollout(t, ns, "web")
+	if took := time.Since(start); took < time.Second {
+		t.Fatalf("available after %v, before minReadySeconds", took)
+	}
+	eventually(t, 10*time.Second, "events", func() (bool, error) {
+		l, err := c.Client.CoreV1().Events(ns).List(c.ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		reasons := map[string]bool{}
+		for _, e := range l.Items {
+			reasons[e.InvolvedObject.Kind+"/"+e.Reason] = true
+		}
+		return reasons["Deployment/ScalingReplicaSet"] && reasons["ReplicaSet/SuccessfulCreate"], fmt.Errorf("reasons %v", reasons)
+	})
 }
