@@ -597,3 +597,41 @@ func TestExhaustedPodCIDR(t *testing.T) {
 		t.Errorf("new pod got %s, want the freed %s", ip.Addr.Addr(), pod3)
 	}
 }
+
+func TestUninstall(t *testing.T) {
+	l, nodes := newCluster(t, BackendVXLAN, 2)
+	n := nodes[0]
+	newPod(t, l, n, "pa")
+	if err := n.net.Uninstall(); err != nil {
+		t.Fatal(err)
+	}
+	h, err := n.host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for _, name := range []string{DefaultBridge, DefaultVXLAN} {
+		if _, err := h.LinkByName(name); err == nil {
+			t.Errorf("%s left after Uninstall", name)
+		}
+	}
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil || len(routes) != 0 {
+		t.Errorf("routes left after Uninstall: %v %v", routes, err)
+	}
+	out, err := n.host.Command(context.Background(), "nft", "list", "tables").CombinedOutput()
+	if err != nil || strings.Contains(string(out), DefaultTable) {
+		t.Errorf("table left after Uninstall (%v): %s", err, out)
+	}
+	if err := n.net.Uninstall(); err != nil {
+		t.Errorf("second Uninstall: %v", err)
+	}
+	// Init brings it all back.
+	if err := n.net.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	announce(t, nodes)
+	pa := newPod(t, l, n, "pa2")
+	pb := newPod(t, l, nodes[1], "pb")
+	echoTCP(t, pa.ns, pb.ns, pb.ip.Addr.Addr())
+}
