@@ -17,7 +17,7 @@ func Example() {
 		NodeName:    "node-1",
 		ClusterCIDR: podnet.DefaultClusterCIDR,
 		PodCIDR:     netip.MustParsePrefix("10.42.1.0/24"), // Node.spec.podCIDR
-		NodeIP:      netip.MustParseAddr("192.168.1.10"),  // the node's InternalIP
+		NodeIP:      netip.MustParseAddr("192.168.1.10"),   // the node's InternalIP
 		DataDir:     "/var/lib/orch/agent/podnet",
 	}, slog.Default())
 	if err != nil {
