@@ -1,0 +1,75 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/orch-dev/orch/internal/apitest"
+)
+
+// BenchmarkSchedule10kPods5kNodes is kube-scheduler_perf's
+// SchedulingBasic 5000Nodes_10000Pods against a real orch API server: the
+// nodes and pods are created first, then the scheduler starts and the
+// clock runs until every pod is bound (pods/s is the figure).
+
+func BenchmarkSchedule10kPods5kNodes(b *testing.B) {
+	const nodes, pods = 5000, 10000
+	for it := 0; it < b.N; it++ {
+		b.StopTimer()
+		srv := apitest.Start(b)
+		cs := srv.Client
+		ctx := context.Background()
+		if err := parallel(nodes, 32, func(i int) error {
+			_, err := cs.CoreV1().Nodes().Create(ctx, testNode(nodeName(i), 4, 32, 110, nil), metav1.CreateOptions{})
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		if err := parallel(pods, 32, func(i int) error {
+			p := testPod("default", fmt.Sprintf("p-%05d", i), 100, 64)
+			p.UID = ""
+			_, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{})
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		var bound atomic.Int64
+		all := make(chan struct{})
+		watch := informers.NewSharedInformerFactory(cs, 0)
+		if _, err := watch.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+			UpdateFunc: func(o, n any) {
+				if o.(*corev1.Pod).Spec.NodeName == "" && n.(*corev1.Pod).Spec.NodeName != "" {
+					if bound.Add(1) == pods {
+						close(all)
+					}
+				}
+			},
+		}); err != nil {
+			b.Fatal(err)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		watch.Start(wctx.Done())
+		watch.WaitForCacheSync(wctx.Done())
+		b.StartTimer()
+		start := time.Now()
+		startScheduler(b, cs, Config{})
+		select {
+		case <-all:
+		case <-time.After(5 * time.Minute):
+			b.Fatalf("only %d of %d pods bound", bound.Load(), pods)
+		}
+		el := time.Since(start)
+		b.StopTimer()
+		cancel()
+		watch.Shutdown()
+		b.ReportMetric(float64(pods)/el.Seconds(), "pods/s")
+	}
+}
