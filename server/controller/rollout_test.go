@@ -234,3 +234,46 @@ func TestMinReadySecondsAndEvents(t *testing.T) {
 		return reasons["Deployment/ScalingReplicaSet"] && reasons["ReplicaSet/SuccessfulCreate"], fmt.Errorf("reasons %v", reasons)
 	})
 }
+
+func TestProportionalScalingMidRollout(t *testing.T) {
+	c := startCluster(t)
+	ns := c.namespace(t, "orchtest-prop")
+	k := c.runKubelet(t, ns)
+	k.setHold(func(p *corev1.Pod) bool { return p.Spec.Containers[0].Image == "stuck" })
+	d := newDeployment("web", 4, "web:1")
+	d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
+		MaxUnavailable: &intstr.IntOrString{Type: intstr.Int, IntVal: 1},
+		MaxSurge:       &intstr.IntOrString{Type: intstr.Int, IntVal: 1},
+	}}
+	if _, err := c.Client.AppsV1().Deployments(ns).Create(c.ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitRollout(t, ns, "web")
+	c.setImage(t, ns, "web", "stuck")
+	sizes := func() (old, cur int32) {
+		for _, rs := range c.replicaSets(t, ns) {
+			if rs.Spec.Template.Spec.Containers[0].Image == "stuck" {
+				cur = *rs.Spec.Replicas
+			} else {
+				old = *rs.Spec.Replicas
+			}
+		}
+		return
+	}
+	// Stuck mid-rollout: old 3 (one unavailable allowed), new 2 (surge).
+	eventually(t, 10*time.Second, "stalled rollout", func() (bool, error) {
+		o, n := sizes()
+		return o == 3 && n == 2, fmt.Errorf("old %d new %d", o, n)
+	})
+	c.updateDeployment(t, ns, "web", func(d *appsv1.Deployment) { d.Spec.Replicas = int32p(8) })
+	// 8 + surge 1 = 9 replicas allowed, spread by size: 3:2 of 5 -> +4.
+	eventually(t, 10*time.Second, "proportional scale-up", func() (bool, error) {
+		o, n := sizes()
+		return o+n == 9 && o > 3 && n > 2, fmt.Errorf("old %d new %d", o, n)
+	})
+	for _, rs := range c.replicaSets(t, ns) {
+		if rs.Annotations["deployment.kubernetes.io/desired-replicas"] != "8" || rs.Annotations["deployment.kubernetes.io/max-replicas"] != "9" {
+			t.Fatalf("rs %s annotations %v", rs.Name, rs.Annotations)
+		}
+	}
+}
