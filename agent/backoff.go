@@ -16,12 +16,3 @@ func (b backoff) next(cur time.Duration) time.Duration {
 	}
 	return min(cur*2, b.max)
 }
-
-// delay returns the wait before restarting a container that ran for ranFor
-// with current back-off cur (the value next produced at its last start).
-func (b backoff) delay(cur, ranFor time.Duration) time.Duration {
-	if ranFor >= b.reset {
-		return 0
-	}
-	return cur
-}

@@ -32,8 +32,7 @@ type JoinConfig struct {
 	NodeName string
 	// Dir keeps the credentials (<data-dir>/agent).
 	Dir string
-	// HTTPClient makes the bootstrap requests (default: a client with a 30s
-	// timeout); its TLS settings are replaced.
+	// Timeout bounds each bootstrap request (default 30s).
 	Timeout time.Duration
 }
 
@@ -146,9 +145,8 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 // reuse returns the saved credentials when they are for this server, CA
 // pin and node name, and the certificate is not about to expire.
 func reuse(cfg JoinConfig, tok pki.Token, kc string, log *slog.Logger) (*rest.Config, bool) {
-	caPEM, err1 := os.ReadFile(filepath.Join(cfg.Dir, CACertFile))
-	certPEM, err2 := os.ReadFile(filepath.Join(cfg.Dir, ClientCertFile))
-	if err1 != nil || err2 != nil {
+	caPEM, err := os.ReadFile(filepath.Join(cfg.Dir, CACertFile))
+	if err != nil {
 		return nil, false
 	}
 	if tok.CAHash != "" && tok.VerifyCA(caPEM) != nil {
@@ -163,7 +161,6 @@ func reuse(cfg JoinConfig, tok pki.Token, kc string, log *slog.Logger) (*rest.Co
 	if err != nil || cert.Subject.CommonName != "system:node:"+cfg.NodeName || time.Until(cert.NotAfter) < 24*time.Hour {
 		return nil, false
 	}
-	_ = certPEM
 	rc, err := restConfig(kc)
 	if err != nil || rc.Host != cfg.ServerURL {
 		return nil, false

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -21,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"golang.org/x/sys/unix"
 )
 
 // KubeletVersion is the version the Node reports.
@@ -86,9 +86,9 @@ func kernelVersion() string {
 // nodeLabels are the labels the agent owns.
 func (a *Agent) nodeLabels() map[string]string {
 	l := map[string]string{
-		corev1.LabelHostname:     a.cfg.NodeName,
-		corev1.LabelOSStable:     goruntime.GOOS,
-		corev1.LabelArchStable:   goruntime.GOARCH,
+		corev1.LabelHostname:      a.cfg.NodeName,
+		corev1.LabelOSStable:      goruntime.GOOS,
+		corev1.LabelArchStable:    goruntime.GOARCH,
 		"beta.kubernetes.io/os":   goruntime.GOOS,
 		"beta.kubernetes.io/arch": goruntime.GOARCH,
 	}

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/orch-dev/orch/runtime"
 )
 
@@ -154,6 +152,3 @@ func (f flushWriter) Write(b []byte) (int, error) {
 	}
 	return n, err
 }
-
-// podByName finds a pod of this node.
-func (a *Agent) podByName(ns, name string) (*corev1.Pod, error) { return a.pods.Pods(ns).Get(name) }

@@ -40,7 +40,6 @@ type containerRec struct {
 	// probe results (guarded by podWorker.mu).
 	ready, started, livenessFailed bool
 	probeStop                      context.CancelFunc
-	waitStarted                    bool
 }
 
 // podWorker converges one pod, identified by UID, with its spec.
