@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
@@ -26,10 +27,19 @@ func (s *Server) runComponents(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("local metadata client: %w", err)
 	}
-	factory := informers.NewSharedInformerFactory(client, 10*time.Hour)
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 10*time.Hour, informers.WithTransform(dropManagedFields))
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return controller.RunAll(ctx, controller.Config{}, client, meta, factory, s.log)
 	})
 	return g.Wait()
+}
+
+// dropManagedFields keeps the informer caches lean: no controller reads
+// managed fields.
+func dropManagedFields(obj interface{}) (interface{}, error) {
+	if m, err := meta.Accessor(obj); err == nil {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
