@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -227,6 +228,10 @@ func noTCP(t testing.TB, from lab.NS, addr netip.Addr) {
 
 func TestVXLANCluster(t *testing.T) {
 	top := t
+	machineForward, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		t.Fatal(err)
+	}
 	l, nodes := newCluster(t, BackendVXLAN, 2)
 	a, b := nodes[0], nodes[1]
 	pa := newPod(t, l, a, "pa")
@@ -265,6 +270,19 @@ func TestVXLANCluster(t *testing.T) {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("masquerade table lacks %q:\n%s", want, out)
 			}
+		}
+	})
+	t.Run("sysctls in the node namespace only", func(t *testing.T) {
+		var v []byte
+		if err := a.host.Do(func() (err error) { v, err = os.ReadFile("/proc/sys/net/ipv4/ip_forward"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(string(v)) != "1" {
+			t.Errorf("ip_forward in the node namespace = %q, want 1", v)
+		}
+		now, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+		if string(now) != string(machineForward) {
+			t.Errorf("the machine's own ip_forward changed from %q to %q", machineForward, now)
 		}
 	})
 	t.Run("MTU and hairpin", func(t *testing.T) {
@@ -634,4 +652,57 @@ func TestUninstall(t *testing.T) {
 	pa := newPod(t, l, n, "pa2")
 	pb := newPod(t, l, nodes[1], "pb")
 	echoTCP(t, pa.ns, pb.ns, pb.ip.Addr.Addr())
+}
+
+// TestFirstPacketsOfNewPods sends one datagram from each new pod the moment
+// Setup returns, the first on a fresh bridge included. The kernel activates
+// a new link's queueing from a work queue after carrier comes and drops
+// what is sent before, such as the pod's first ARP request; Setup waits for
+// that. The pods' ARP retransmit time is raised to 60 s so that a lost
+// first ARP exchange shows as a missing datagram, not as a delay.
+func TestFirstPacketsOfNewPods(t *testing.T) {
+	l, nodes := newCluster(t, BackendVXLAN, 2)
+	pa := newPod(t, l, nodes[1], "pa")
+	var srv net.PacketConn
+	if err := pa.ns.Do(func() (err error) {
+		srv, err = net.ListenPacket("udp4", netip.AddrPortFrom(pa.ip.Addr.Addr(), 0).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	const pods = 8
+	for i := range pods {
+		ns := l.NewNS(t, fmt.Sprintf("new%d", i))
+		if _, err := nodes[0].net.Setup(context.Background(), fmt.Sprintf("new-%d", i), ns.Path); err != nil {
+			t.Fatal(err)
+		}
+		if err := ns.Do(func() error {
+			if err := os.WriteFile("/proc/sys/net/ipv4/neigh/eth0/retrans_time_ms", []byte("60000"), 0o644); err != nil {
+				return err
+			}
+			c, err := net.Dial("udp4", srv.LocalAddr().String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = fmt.Fprintf(c, "pod %d", i)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]bool{}
+	buf := make([]byte, 64)
+	_ = srv.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for len(got) < pods {
+		n, _, err := srv.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		got[string(buf[:n])] = true
+	}
+	if len(got) != pods {
+		t.Errorf("%d of %d first datagrams arrived: %v", len(got), pods, got)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -376,6 +377,20 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (PodIP, e
 	if err := configurePod(ph, res); err != nil {
 		return PodIP{}, n.failSetup(podUID, err)
 	}
+	// The kernel activates a link's queueing (and drops what is sent
+	// before) a moment after carrier comes, from a work queue: wait for
+	// both ends so the pod's first packets are not lost.
+	if err := waitOperUp(ctx, ph, podIface); err != nil {
+		return PodIP{}, n.failSetup(podUID, err)
+	}
+	if err := waitOperUp(ctx, n.nh, host); err != nil {
+		return PodIP{}, n.failSetup(podUID, err)
+	}
+	// The bridge (the pod's gateway) gets carrier with its first port; it
+	// is not a stacked device, so the kernel may take up to a second.
+	if err := waitOperUp(ctx, n.nh, n.cfg.Bridge); err != nil {
+		return PodIP{}, n.failSetup(podUID, err)
+	}
 	n.log.Debug("pod network set up", "pod", podUID, "ip", res.Addr, "veth", host)
 	return res, nil
 }
@@ -419,6 +434,35 @@ func (n *Network) podReady(ph *netlink.Handle, host string, bridge int, res PodI
 		}
 	}
 	return false
+}
+
+// operUpTimeout bounds the wait for a new veth to become operational.
+const operUpTimeout = 5 * time.Second
+
+// waitOperUp polls until the named link's operational state is up.
+func waitOperUp(ctx context.Context, h *netlink.Handle, name string) error {
+	deadline := time.Now().Add(operUpTimeout)
+	delay := 200 * time.Microsecond
+	for {
+		link, err := h.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("wait for %s: %w", name, err)
+		}
+		if link.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not operational after %v (state %s)", name, operUpTimeout, link.Attrs().OperState)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, 10*time.Millisecond)
+	}
 }
 
 // configurePod brings lo and eth0 up with the address and default route.
