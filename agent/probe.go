@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +31,25 @@ const (
 
 func (k probeKind) String() string {
 	return [...]string{"Liveness", "Readiness", "Startup"}[k]
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of an
+// exec'd process's stdout and stderr copiers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // resolvePort turns a named or numbered probe port into a number.
@@ -64,7 +84,7 @@ func (w *podWorker) runHandler(ctx context.Context, pod *corev1.Pod, id string, 
 	c := w.containerByID(pod, id)
 	switch {
 	case h.Exec != nil:
-		var out bytes.Buffer
+		var out syncBuffer
 		code, err := w.a.rt.Exec(ctx, id, runtime.ExecOptions{Cmd: h.Exec.Command, Stdout: &out, Stderr: &out})
 		if err != nil {
 			return err
@@ -164,7 +184,7 @@ func (w *podWorker) probeOnce(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 	defer cancel()
 	switch {
 	case p.Exec != nil:
-		var out bytes.Buffer
+		var out syncBuffer
 		code, err := w.a.rt.Exec(ctx, id, runtime.ExecOptions{Cmd: p.Exec.Command, Stdout: &out, Stderr: &out})
 		if ctx.Err() != nil {
 			return false, fmt.Sprintf("command %q timed out", p.Exec.Command)

@@ -60,6 +60,9 @@ type podWorker struct {
 	written   *corev1.PodStatus
 	dir       string
 	terminal  bool
+	// volumesAt is when the volumes were last set up (configMap, secret
+	// and downwardAPI contents are refreshed every ResyncPeriod).
+	volumesAt time.Time
 }
 
 func newPodWorker(a *Agent, uid types.UID, pod *corev1.Pod) *podWorker {
@@ -240,6 +243,9 @@ func (w *podWorker) sync(ctx context.Context) (done bool, requeue time.Duration)
 		var d time.Duration
 		initDone, initFailed, d = w.syncContainers(ctx, pod)
 		next = min(next, d)
+		if !w.volumesAt.IsZero() && time.Since(w.volumesAt) >= w.a.cfg.ResyncPeriod {
+			w.refreshVolumes(pod)
+		}
 	}
 	status := w.buildStatus(pod, sandboxReady, initDone, initFailed)
 	if err := w.writeStatus(ctx, pod, status); err != nil {
@@ -600,6 +606,7 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *core
 		w.a.recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed: %v", err)
 		return err
 	}
+	w.volumesAt = time.Now()
 	etc, err := w.writeEtc(pod)
 	if err != nil {
 		return configErr(err)
@@ -683,6 +690,15 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *core
 	}
 	w.startProbes(ctx, pod, c, rec, id)
 	return nil
+}
+
+// refreshVolumes rewrites projected volume contents that changed.
+func (w *podWorker) refreshVolumes(pod *corev1.Pod) {
+	w.volumesAt = time.Now()
+	if _, _, err := w.a.volumes(w.dir).setup(pod, w.podIPs, w.a.hostIPStrings()); err != nil {
+		w.a.log.Warn("refresh volumes", append(w.log(pod), "err", err)...)
+		w.a.recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed: %v", err)
+	}
 }
 
 // etcFiles are the per-pod files mounted over the image's.
