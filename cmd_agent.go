@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/orch-dev/orch/agent"
+	"github.com/orch-dev/orch/agent/podnet"
 )
 
 func agentFlags() []cli.Flag {
@@ -32,6 +33,8 @@ func agentFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "node-label", EnvVars: envs("node-label"), Usage: "label k=v added to the Node at registration"},
 		&cli.StringSliceFlag{Name: "node-taint", EnvVars: envs("node-taint"), Usage: "taint k=v:Effect added to the Node at registration"},
 		&cli.StringFlag{Name: "cgroup-root", Value: "/orch", EnvVars: envs("cgroup-root"), Usage: "cgroup parent of the pods"},
+		&cli.StringFlag{Name: "cluster-cidr", Value: "10.42.0.0/16", EnvVars: envs("cluster-cidr"), Usage: "pod IP range of the cluster (the server's --cluster-cidr)"},
+		&cli.StringFlag{Name: "flannel-backend", Value: "vxlan", EnvVars: envs("flannel-backend"), Usage: "how pod traffic crosses nodes: vxlan, host-gw or none"},
 		&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", EnvVars: envs("cluster-dns"), Usage: "nameserver of ClusterFirst pods"},
 		&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", EnvVars: envs("cluster-domain"), Usage: "cluster DNS domain"},
 		&cli.StringFlag{Name: "private-registry", Value: "/etc/orch/registries.yaml", EnvVars: envs("private-registry"), Usage: "registry mirrors and credentials"},
@@ -54,6 +57,10 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			netCfg, err := podnetConfig(c, cfg)
+			if err != nil {
+				return err
+			}
 			ctx := c.Context
 			rc, err := agent.Join(ctx, join, log)
 			if err != nil {
@@ -68,7 +75,7 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			a, err := agent.New(cfg, client, local.Deps(nil), log)
+			a, err := agent.New(cfg, client, local.Deps(agent.PodnetFactory(netCfg, log)), log)
 			if err != nil {
 				return err
 			}
@@ -151,6 +158,30 @@ func agentConfig(c *cli.Context) (agent.Config, agent.JoinConfig, error) {
 	cfg.Version = version
 	join = agent.JoinConfig{ServerURL: server, Token: token, NodeName: cfg.NodeName, Dir: filepath.Join(cfg.DataDir, "agent")}
 	return cfg, join, nil
+}
+
+// podnetConfig is the pod network's configuration but for the node's pod
+// CIDR, which the server assigns.
+func podnetConfig(c *cli.Context, cfg agent.Config) (podnet.Config, error) {
+	cidr, err := prefix(c, "cluster-cidr")
+	if err != nil {
+		return podnet.Config{}, err
+	}
+	var nodeIP netip.Addr
+	for _, a := range cfg.NodeIPs {
+		if a.Is4() {
+			nodeIP = a
+			break
+		}
+	}
+	backend := podnet.Backend(c.String("flannel-backend"))
+	switch backend {
+	case podnet.BackendVXLAN, podnet.BackendHostGW, podnet.BackendNone:
+	default:
+		return podnet.Config{}, fmt.Errorf("--flannel-backend %q: want vxlan, host-gw or none", backend)
+	}
+	return podnet.Config{NodeName: cfg.NodeName, ClusterCIDR: cidr, NodeIP: nodeIP, Backend: backend,
+		DataDir: filepath.Join(cfg.DataDir, "agent", "podnet")}, nil
 }
 
 // localAddrTowards returns the local address the kernel would use to reach

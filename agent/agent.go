@@ -252,6 +252,15 @@ func (a *Agent) setPodCIDR(ctx context.Context, cidr string) {
 	}
 	a.mu.Unlock()
 	a.log.Info("pod network ready", "podCIDR", p)
+	if pn, ok := n.(PeerNetwork); ok {
+		a.mu.Lock()
+		runCtx := a.runCtx
+		a.mu.Unlock()
+		if runCtx != nil {
+			a.wg.Add(1)
+			go func() { defer a.wg.Done(); a.runPeers(runCtx, pn) }()
+		}
+	}
 	for _, w := range ws {
 		w.poke()
 	}
