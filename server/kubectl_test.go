@@ -178,7 +178,7 @@ func TestKubectl(t *testing.T) {
 	defer cancel()
 	watch := exec.CommandContext(ctx, k.bin, "--kubeconfig", k.kubeconfig, "get", "cm", "-w", "--output-watch-events")
 	watch.Env = append(os.Environ(), "HOME="+dir)
-	var wout bytes.Buffer
+	var wout lockedBuffer
 	watch.Stdout = &wout
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)
@@ -213,4 +213,22 @@ func TestKubectl(t *testing.T) {
 	if before != after {
 		t.Fatalf("objects changed across a restart:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while a command writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
