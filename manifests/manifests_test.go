@@ -609,3 +609,18 @@ func TestEntryKeyIgnoresVersion(t *testing.T) {
 		t.Error("tracking names collide or are too long")
 	}
 }
+
+func TestNamespaceFromLaterFile(t *testing.T) {
+	e := newEnv(t)
+	// "apps" sorts before "namespaces": its objects need a second try.
+	e.write("apps.yaml", configMap("app", "later", "1"))
+	e.write("namespaces.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: later\n")
+	e.sync(e.controller())
+	e.mustCM("later", "app")
+	if evs := e.events(ReasonFailed); len(evs) > 0 {
+		t.Errorf("failure events for a file that applied on the second try: %v", messages(evs))
+	}
+	if tr := e.mustCM(DefaultNamespace, TrackingName("apps.yaml")); tr.Annotations[AnnotationFailed] != "" || len(entries(tr)) != 1 {
+		t.Errorf("tracking of apps.yaml: %v %v", tr.Annotations, tr.Data)
+	}
+}

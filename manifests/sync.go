@@ -91,6 +91,7 @@ func (c *Controller) Sync(ctx context.Context, retryFailed bool) error {
 	}
 	present := map[string]bool{}
 	var errs []error
+	var retry []file
 	for _, f := range files {
 		present[f.path] = true
 		if f.skip {
@@ -101,7 +102,22 @@ func (c *Controller) Sync(ctx context.Context, retryFailed bool) error {
 			(!retryFailed || cm.Annotations[AnnotationFailed] == "") {
 			continue
 		}
-		ncm, err := c.applyFile(ctx, f, cm, tracked)
+		ncm, deferred, err := c.applyFile(ctx, f, cm, tracked, true)
+		if deferred {
+			retry = append(retry, f)
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.path, err))
+		}
+		if ncm != nil {
+			tracked[f.path] = ncm
+		}
+	}
+	// Files whose objects the API refused go once more, after the others:
+	// what they need (a Namespace, a CRD) may come from a later file.
+	for _, f := range retry {
+		ncm, _, err := c.applyFile(ctx, f, tracked[f.path], tracked, false)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f.path, err))
 		}
@@ -133,8 +149,11 @@ type failure struct {
 // applyFile applies the documents of f, prunes what the previous version of
 // f applied and no longer holds, and records the result in f's ConfigMap,
 // which it returns. Bad documents become Events; the error is for the API
-// failing (the ConfigMap could not be written).
-func (c *Controller) applyFile(ctx context.Context, f file, cm *corev1.ConfigMap, tracked map[string]*corev1.ConfigMap) (*corev1.ConfigMap, error) {
+// failing (the ConfigMap could not be written). With deferRefused, a file
+// some of whose objects the API refused is left as it is (no pruning, no
+// tracking, no events) and reported deferred, to be applied again later in
+// the same sync.
+func (c *Controller) applyFile(ctx context.Context, f file, cm *corev1.ConfigMap, tracked map[string]*corev1.ConfigMap, deferRefused bool) (*corev1.ConfigMap, bool, error) {
 	old := entries(cm)
 	var applied []Entry
 	var failures []failure
@@ -159,6 +178,9 @@ func (c *Controller) applyFile(ctx context.Context, f file, cm *corev1.ConfigMap
 			continue
 		}
 		applied = append(applied, e)
+	}
+	if deferRefused && len(failedKeys) > 0 {
+		return nil, true, nil
 	}
 
 	// Prune what the file no longer holds, unless another file claims it.
@@ -195,7 +217,7 @@ func (c *Controller) applyFile(ctx context.Context, f file, cm *corev1.ConfigMap
 	}
 	ncm, err := c.writeTracking(ctx, f, cm, applied, len(failures))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if len(failures) == 0 {
 		c.log.Info("applied manifest", "file", f.path, "objects", len(applied))
@@ -204,7 +226,7 @@ func (c *Controller) applyFile(ctx context.Context, f file, cm *corev1.ConfigMap
 	for _, fl := range failures {
 		c.event(ctx, ncm, corev1.EventTypeWarning, ReasonFailed, fmt.Sprintf("%s %s: %v", f.path, fl.where, fl.err))
 	}
-	return ncm, nil
+	return ncm, false, nil
 }
 
 // removeFile deletes what a removed file had applied, then its ConfigMap.
