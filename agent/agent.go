@@ -25,6 +25,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/orch-dev/orch/runtime"
 )
 
 // Agent is the node agent.
@@ -52,6 +54,9 @@ type Agent struct {
 	podCIDR netip.Prefix
 	wg      sync.WaitGroup
 	runCtx  context.Context
+	// adopted are the containers found at start, by pod, until the pod's
+	// worker takes them.
+	adopted map[types.UID][]runtime.ContainerStatus
 }
 
 // New makes an agent for the node cfg.NodeName talking to the cluster
@@ -98,8 +103,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.broadcaster.Shutdown()
 	defer sink.Stop()
 	g, ctx := errgroup.WithContext(ctx)
+	adopted := map[types.UID][]runtime.ContainerStatus{}
+	for _, st := range a.rt.ListContainers() {
+		adopted[types.UID(st.PodUID)] = append(adopted[types.UID(st.PodUID)], st)
+	}
 	a.mu.Lock()
 	a.runCtx = ctx
+	a.adopted = adopted
 	a.mu.Unlock()
 	ns := newNodeStatus(a)
 	g.Go(func() error { return ns.run(ctx) })
@@ -138,14 +148,25 @@ func (a *Agent) startExisting(ctx context.Context) {
 	}
 }
 
+// takeAdopted hands a pod's containers found at start to its worker.
+func (a *Agent) takeAdopted(uid types.UID) []runtime.ContainerStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cs := a.adopted[uid]
+	delete(a.adopted, uid)
+	return cs
+}
+
 // cleanOrphans tears down sandboxes and containers of pods the API no
 // longer has. It runs only after the pod cache synced: a failing API
 // never makes the agent stop pods.
 func (a *Agent) cleanOrphans() {
 	uids := map[types.UID]bool{}
-	for _, st := range a.rt.ListContainers() {
-		uids[types.UID(st.PodUID)] = true
+	a.mu.Lock()
+	for uid := range a.adopted {
+		uids[uid] = true
 	}
+	a.mu.Unlock()
 	if entries, err := os.ReadDir(a.podDataDir()); err == nil {
 		for _, e := range entries {
 			uids[types.UID(e.Name())] = true

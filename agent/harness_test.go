@@ -34,6 +34,9 @@ import (
 
 func TestMain(m *testing.M) {
 	runtime.MaybeInit()
+	if os.Getenv(childAgentEnv) != "" {
+		os.Exit(runChildAgent())
+	}
 	os.Exit(m.Run())
 }
 
@@ -94,7 +97,7 @@ func (n *loNetwork) Teardown(_ context.Context, uid, _ string) error {
 const testImage = "docker.io/library/busybox:orchtest"
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	api    *apitest.Server
 	client kubernetes.Interface
 	rt     *runtime.Runtime
@@ -110,6 +113,13 @@ type harness struct {
 // newHarness starts an API server, the node IPAM controller and an agent
 // on a real runtime with its own state dir and cgroup root.
 func newHarness(t *testing.T, mutate func(*Config)) *harness {
+	t.Helper()
+	return newHarnessCfg(t, mutate)
+}
+
+func newHarnessTB(tb testing.TB) *harness { return newHarnessCfg(tb, nil) }
+
+func newHarnessCfg(t testing.TB, mutate func(*Config)) *harness {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
@@ -191,7 +201,7 @@ func (h *harness) startAgent() {
 	}
 }
 
-func discardLogOr(t *testing.T) *slog.Logger {
+func discardLogOr(t testing.TB) *slog.Logger {
 	if os.Getenv("ORCHTEST_VERBOSE") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

@@ -138,10 +138,8 @@ func (w *podWorker) run(ctx context.Context) {
 // adopt rebuilds the worker's view from containers an earlier agent left.
 func (w *podWorker) adopt(ctx context.Context) {
 	byName := map[string][]runtime.ContainerStatus{}
-	for _, st := range w.a.rt.ListContainers() {
-		if st.PodUID == string(w.uid) {
-			byName[st.Name] = append(byName[st.Name], st)
-		}
+	for _, st := range w.a.takeAdopted(w.uid) {
+		byName[st.Name] = append(byName[st.Name], st)
 	}
 	for name, list := range byName {
 		slices.SortFunc(list, func(a, b runtime.ContainerStatus) int { return b.Attempt - a.Attempt })
@@ -234,6 +232,8 @@ func (w *podWorker) sync(ctx context.Context) (done bool, requeue time.Duration)
 		}
 	}
 	next := resync
+	t0 := time.Now()
+	defer func() { w.a.log.Debug("pod synced", append(w.log(pod), "took", time.Since(t0))...) }()
 	sandboxReady, err := w.ensureSandbox(ctx, pod)
 	var initDone, initFailed bool
 	if err != nil {

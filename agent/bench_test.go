@@ -1,0 +1,227 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/orch-dev/orch/runtime"
+	"github.com/orch-dev/orch/runtime/image"
+)
+
+// BenchmarkPodStartup creates 100 pods at 10/s on one node (image
+// present) and reports the create → Running latency's p50 and p99
+// (ORCHTEST_PODS and ORCHTEST_INTERVAL change the count and pace).
+func BenchmarkPodStartup(b *testing.B) {
+	for range b.N {
+		benchPodStartup(b)
+	}
+}
+
+func benchPodStartup(b *testing.B) {
+	h := newBenchHarness(b)
+	ctx := context.Background()
+	w, err := h.client.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Stop()
+	n, interval := 100, 100*time.Millisecond
+	if v, err := strconv.Atoi(os.Getenv("ORCHTEST_PODS")); err == nil && v > 0 {
+		n = v
+	}
+	if v, err := time.ParseDuration(os.Getenv("ORCHTEST_INTERVAL")); err == nil && v > 0 {
+		interval = v
+	}
+	created := make(map[string]time.Time, n)
+	running := make(map[string]time.Time, n)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if ev.Type != watch.Modified && ev.Type != watch.Added {
+				continue
+			}
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok || p.Status.Phase != corev1.PodRunning {
+				continue
+			}
+			if _, seen := running[p.Name]; !seen {
+				running[p.Name] = time.Now()
+				if len(running) == n {
+					return
+				}
+			}
+		}
+	}()
+	b.ResetTimer()
+	tick := time.NewTicker(interval)
+	createdAt := make([]time.Time, n)
+	for i := range n {
+		<-tick.C
+		name := fmt.Sprintf("p%03d", i)
+		createdAt[i] = time.Now()
+		if _, err := h.client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PodSpec{NodeName: h.node, TerminationGracePeriodSeconds: new(int64),
+				Containers: []corev1.Container{{Name: "c", Image: testImage, Command: []string{"sleep", "3600"}}}}}, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tick.Stop()
+	select {
+	case <-done:
+	case <-time.After(120 * time.Second):
+		b.Fatalf("only %d of %d pods Running", len(running), n)
+	}
+	b.StopTimer()
+	for i := range n {
+		created[fmt.Sprintf("p%03d", i)] = createdAt[i]
+	}
+	lat := make([]time.Duration, 0, n)
+	for name, t0 := range created {
+		lat = append(lat, running[name].Sub(t0))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[n/2].Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(lat[n*99/100].Milliseconds()), "p99-ms")
+	b.ReportMetric(float64(lat[n-1].Milliseconds()), "max-ms")
+}
+
+// newBenchHarness is newHarness for benchmarks (the harness only needs
+// Helper, Fatal, Cleanup, TempDir, Skip and Errorf).
+func newBenchHarness(b *testing.B) *harness {
+	return newHarnessTB(b)
+}
+
+// procStatus reads kB fields of /proc/<pid>/status.
+func procStatus(pid int) map[string]int64 {
+	out := map[string]int64{}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		fs := strings.Fields(v)
+		if len(fs) == 2 && fs[1] == "kB" {
+			n, _ := strconv.ParseInt(fs[0], 10, 64)
+			out[k] = n << 10
+		}
+	}
+	return out
+}
+
+func ioWriteBytes() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// childAgentEnv makes the test binary run only an agent (see TestMain).
+const childAgentEnv = "ORCHTEST_AGENT_CHILD"
+
+// runChildAgent is the child side: an agent with default timings against
+// the parent's API server, until killed.
+func runChildAgent() int {
+	host, node, dir := os.Getenv("ORCHTEST_API"), os.Getenv("ORCHTEST_NODE"), os.Getenv("ORCHTEST_DIR")
+	log := discardLog()
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: host, QPS: 50, Burst: 100})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	rt, err := runtime.New(runtime.Config{StateDir: filepath.Join(dir, "agent"), LogDir: filepath.Join(dir, "logs"), CgroupRoot: os.Getenv("ORCHTEST_CGROUP")}, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	store, err := image.Open(image.Config{Root: filepath.Join(dir, "images")}, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	a, err := New(Config{NodeName: node, NodeIPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, DataDir: dir},
+		client, Deps{Runtime: rt, Images: store}, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := a.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// BenchmarkIdleNode runs an agent as its own process (default timings:
+// lease every 10s, status every 10s, reported at most every 5m) against
+// this process's API server and store, lets it settle, then reports the
+// agent's memory and the bytes this (server) process writes to disk per
+// minute while the node is idle. ORCHTEST_IDLE_WINDOW sets the window
+// (default 60s).
+func BenchmarkIdleNode(b *testing.B) {
+	for range b.N {
+		h := newBenchHarness(b)
+		h.stop() // the in-process agent is not the one measured
+		h.stop = nil
+		node := "orchtest-idle-" + randHex(3)
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), childAgentEnv+"=1", "ORCHTEST_API="+h.api.HTTP.URL, "ORCHTEST_NODE="+node,
+			"ORCHTEST_DIR="+filepath.Join(h.base, "child"), "ORCHTEST_CGROUP="+h.cgroot+"-child", "GOGC=50")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+		}()
+		window := 60 * time.Second
+		if v := os.Getenv("ORCHTEST_IDLE_WINDOW"); v != "" {
+			window, _ = time.ParseDuration(v)
+		}
+		// Settle: registration, first status, lease.
+		time.Sleep(15 * time.Second)
+		if _, err := h.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), node, metav1.GetOptions{}); err != nil {
+			b.Fatalf("child agent did not register: %v", err)
+		}
+		w0 := ioWriteBytes()
+		time.Sleep(window)
+		w1 := ioWriteBytes()
+		st := procStatus(cmd.Process.Pid)
+		b.ReportMetric(float64(w1-w0)/window.Minutes()/1024, "server-disk-kB/min")
+		b.ReportMetric(float64(st["RssAnon"])/(1<<20), "agent-anon-MB")
+		b.ReportMetric(float64(st["VmRSS"])/(1<<20), "agent-rss-MB")
+	}
+}
