@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -71,6 +74,7 @@ func BenchmarkRunTrue(b *testing.B) {
 		if err := e.r.RemoveContainer(id); err != nil {
 			b.Fatal(err)
 		}
+		e.r.waitBackground()
 	}
 }
 
@@ -78,10 +82,7 @@ func BenchmarkRunTrue(b *testing.B) {
 // rootfs is the same busybox dir (runc spec defaults, no terminal).
 func BenchmarkRuncRunTrue(b *testing.B) {
 	needRoot(b)
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		b.Skip("runc not installed (apt-get install -y runc)")
-	}
+	runc := runcPath(b)
 	bundle, root, prefix := runcBundle(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -149,10 +150,7 @@ func smapsRollup(pid int) (rss, pss, priv float64, err error) {
 // their ratio.
 func BenchmarkRunTrueVsRunc(b *testing.B) {
 	e := benchEnv(b)
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		b.Skip("runc not installed (apt-get install -y runc)")
-	}
+	runc := runcPath(b)
 	bundle, root, prefix := runcBundle(b)
 	sb, err := e.r.CreateSandbox(SandboxConfig{UID: "uid-vs", Namespace: "default", Name: "vs"})
 	if err != nil {
@@ -160,6 +158,14 @@ func BenchmarkRunTrueVsRunc(b *testing.B) {
 	}
 	ctx := context.Background()
 	var orchT, runcT time.Duration
+	orchS, runcS := make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N)
+	var stepsMu sync.Mutex
+	steps := map[string]time.Duration{}
+	e.r.stepHook = func(step string, d time.Duration) {
+		stepsMu.Lock()
+		steps[step] += d
+		stepsMu.Unlock()
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -168,7 +174,9 @@ func BenchmarkRunTrueVsRunc(b *testing.B) {
 			err = e.r.StartContainer(id)
 		}
 		if err == nil {
+			tw := time.Now()
 			_, err = e.r.Wait(ctx, id)
+			e.r.step("wait", tw)
 		}
 		if err == nil {
 			err = e.r.RemoveContainer(id)
@@ -176,17 +184,61 @@ func BenchmarkRunTrueVsRunc(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		// The container dir's background removal counts too (and must
+		// not overlap runc's turn).
+		e.r.waitBackground()
 		t1 := time.Now()
 		if out, err := exec.Command(runc, "--root", root, "run", "--bundle", bundle, prefix+"-"+strconv.Itoa(i)).CombinedOutput(); err != nil {
 			b.Fatalf("runc run: %v %s", err, out)
 		}
-		orchT += t1.Sub(t0)
-		runcT += time.Since(t1)
+		orchS, runcS = append(orchS, t1.Sub(t0)), append(runcS, time.Since(t1))
+		orchT += orchS[i]
+		runcT += runcS[i]
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(orchT.Nanoseconds())/float64(b.N), "orch-ns/run")
 	b.ReportMetric(float64(runcT.Nanoseconds())/float64(b.N), "runc-ns/run")
 	b.ReportMetric(float64(orchT)/float64(runcT), "orch/runc")
+	// Medians shrug off the load spikes of a shared machine.
+	om, rm := median(orchS), median(runcS)
+	b.ReportMetric(float64(om.Nanoseconds()), "orch-median-ns")
+	b.ReportMetric(float64(rm.Nanoseconds()), "runc-median-ns")
+	b.ReportMetric(float64(om)/float64(rm), "median-orch/runc")
+	// Each orch run next to the runc run that followed it: the median of
+	// those ratios is the steadiest figure under changing load.
+	ratios := make([]float64, len(orchS))
+	for i := range orchS {
+		ratios[i] = float64(orchS[i]) / float64(runcS[i])
+	}
+	slices.Sort(ratios)
+	b.ReportMetric(ratios[len(ratios)/2], "paired-median-orch/runc")
+	stepsMu.Lock()
+	defer stepsMu.Unlock()
+	if testing.Verbose() {
+		names := slices.Sorted(maps.Keys(steps))
+		for _, n := range names {
+			b.Logf("%-32s %8.2f ms/run", n, float64(steps[n].Microseconds())/1000/float64(b.N))
+		}
+	}
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// runcPath returns the runc binary to compare with: $ORCHTEST_RUNC (e.g. a
+// runc built from the same libcontainer version as orch) or Debian's runc.
+func runcPath(b *testing.B) string {
+	if p := os.Getenv("ORCHTEST_RUNC"); p != "" {
+		return p
+	}
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		b.Skip("runc not installed (apt-get install -y runc)")
+	}
+	return runc
 }
 
 // runcBundle makes a `runc spec` bundle running /bin/true in a busybox
@@ -197,7 +249,7 @@ func runcBundle(b *testing.B) (bundle, root, prefix string) {
 	if err := makeBusyboxRootfs("/bin/busybox", filepath.Join(bundle, "rootfs")); err != nil {
 		b.Fatal(err)
 	}
-	if out, err := exec.Command("runc", "spec", "--bundle", bundle).CombinedOutput(); err != nil {
+	if out, err := exec.Command(runcPath(b), "spec", "--bundle", bundle).CombinedOutput(); err != nil {
 		b.Fatalf("runc spec: %v %s", err, out)
 	}
 	var spec map[string]any

@@ -88,6 +88,7 @@ func (r *Runtime) get(id string) (*container, error) {
 // cfg.Lowerdirs, the resolved process (command, env, user, working dir) and
 // its libcontainer config. It returns the container's ID.
 func (r *Runtime) CreateContainer(podUID string, cfg ContainerConfig) (_ string, retErr error) {
+	t := time.Now()
 	sb, err := r.Sandbox(podUID)
 	if err != nil {
 		return "", err
@@ -124,6 +125,7 @@ func (r *Runtime) CreateContainer(podUID string, cfg ContainerConfig) (_ string,
 			}
 		}
 	}()
+	t = r.step("create: validate", t)
 	rootfs := filepath.Join(dir, "rootfs")
 	for _, d := range []string{"upper", "work", "rootfs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
@@ -133,9 +135,11 @@ func (r *Runtime) CreateContainer(podUID string, cfg ContainerConfig) (_ string,
 	lower := slices.Clone(cfg.Lowerdirs)
 	slices.Reverse(lower) // overlayfs lists the top-most layer first
 	opts := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + filepath.Join(dir, "upper") + ",workdir=" + filepath.Join(dir, "work")
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, opts); err != nil {
+	t = r.step("create: mkdirs", t)
+	if err := mountOverlay(rootfs, opts); err != nil {
 		return "", fmt.Errorf("create container %s: mount overlay rootfs: %w", cfg.Name, err)
 	}
+	t = r.step("create: overlay mount", t)
 	u, err := resolveUser(rootfs, cfg.Image.User, cfg.Security)
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", cfg.Name, err)
@@ -165,10 +169,12 @@ func (r *Runtime) CreateContainer(podUID string, cfg ContainerConfig) (_ string,
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", cfg.Name, err)
 	}
+	t = r.step("create: user+config", t)
 	lc, err := libcontainer.Create(r.lcRoot(), id, lcCfg)
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", cfg.Name, err)
 	}
+	t = r.step("create: libcontainer.Create", t)
 	c := &container{lc: lc, meta: containerMeta{
 		ID: id, PodUID: podUID, PodNamespace: sb.Config.Namespace, PodName: sb.Config.Name,
 		Name: cfg.Name, Attempt: cfg.Attempt, Proc: proc, CreatedAt: time.Now(),
@@ -177,11 +183,25 @@ func (r *Runtime) CreateContainer(podUID string, cfg ContainerConfig) (_ string,
 	if err := r.saveMeta(c); err != nil {
 		return "", fmt.Errorf("create container %s: %w", cfg.Name, err)
 	}
+	r.step("create: save meta", t)
 	r.mu.Lock()
 	r.ctrs[id] = c
 	r.mu.Unlock()
 	r.log.Info("container created", "pod", podUID, "container", cfg.Name, "id", id)
 	return id, nil
+}
+
+// mountOverlay mounts a container's overlayfs rootfs. It is volatile: the
+// upper dir is never synced (an unmount does not flush it, nor does a sync
+// in the container), as a container's writable layer does not outlive a
+// crash of the machine (after a reboot Recover finds the container gone and
+// removes its dirs). Kernels without the option get a plain mount.
+func mountOverlay(rootfs, opts string) error {
+	err := unix.Mount("overlay", rootfs, "overlay", 0, opts+",volatile")
+	if errors.Is(err, unix.EINVAL) {
+		err = unix.Mount("overlay", rootfs, "overlay", 0, opts)
+	}
+	return err
 }
 
 func (r *Runtime) podLogDir(sb *Sandbox) string {
@@ -216,6 +236,7 @@ func (r *Runtime) StartContainer(id string) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	t := time.Now()
 	if !c.meta.StartedAt.IsZero() || c.meta.StartError != "" {
 		return fmt.Errorf("start container %s: already started", id)
 	}
@@ -247,7 +268,9 @@ func (r *Runtime) StartContainer(id string) error {
 		Args: p.Args, Env: p.Env, Cwd: p.Cwd, UID: p.UID, GID: p.GID, AdditionalGroups: p.Groups,
 		Stdout: outW, Stderr: errW, Init: true,
 	}
+	t = r.step("start: log dir+pipes", t)
 	err = c.lc.Run(proc)
+	t = r.step("start: libcontainer.Run", t)
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -273,26 +296,33 @@ func (r *Runtime) StartContainer(id string) error {
 	mon.Env = []string{"_ORCH_MONITOR=1"}
 	mon.ExtraFiles = []*os.File{outR, errR, pidFile}
 	mon.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	t = r.step("start: pidfd", t)
 	if err := mon.Start(); err != nil {
 		_ = c.lc.Signal(killSignal)
 		_, _ = proc.Wait()
 		return fail(fmt.Errorf("start monitor: %w", err))
 	}
+	t = r.step("start: monitor", t)
 	// Reap both while this process lives; after a restart their parent is
 	// gone and the monitor still records the exit status.
 	monDone := make(chan struct{})
 	go func() {
 		_ = mon.Wait()
+		r.step("exit: monitor done after start", started)
 		close(monDone)
 	}()
 	c.monDone = monDone
-	go func() { _, _ = proc.Wait() }()
+	go func() {
+		_, _ = proc.Wait()
+		r.step("exit: init reaped after start", started)
+	}()
 	c.meta.StartedAt = started
 	c.meta.InitPid = pid
 	c.meta.MonitorPid = mon.Process.Pid
 	if err := r.saveMeta(c); err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
 	}
+	r.step("start: save meta", t)
 	r.log.Info("container started", "id", id, "container", c.meta.Name, "pid", pid)
 	return nil
 }
@@ -531,9 +561,11 @@ func (r *Runtime) RemoveContainer(id string) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	t := time.Now()
 	if err := r.stop(context.Background(), c, 0); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
+	r.step("remove: stop", t)
 	if err := r.destroyContainerFiles(id, c.lc); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}

@@ -190,7 +190,7 @@ static int zombie_status(int pid)
 static int exit_status(int pidfd, int pid)
 {
 	int tries;
-	for (tries = 0; tries < 500; tries++) {
+	for (tries = 0; tries < 5000; tries++) {
 		struct orch_pidfd_info info;
 		int st;
 		memset(&info, 0, sizeof(info));
@@ -202,7 +202,7 @@ static int exit_status(int pidfd, int pid)
 		// pid was not recycled in between: the status is the init's.
 		if (st >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0)
 			return st;
-		usleep(10000);
+		usleep(1000);
 	}
 	return -1;
 }

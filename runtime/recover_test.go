@@ -136,7 +136,10 @@ func TestRecoverSweepsLeftovers(t *testing.T) {
 	// that crashed after mounting its rootfs.
 	pod := filepath.Join(e.stateDir, "pods", "uid-crashed")
 	ctr := filepath.Join(e.stateDir, "containers", "0123456789abcdef")
-	for _, d := range []string{pod + "/shm", pod + "/ns", ctr + "/rootfs", ctr + "/upper", ctr + "/work"} {
+	// And a container dir discarded just before a crash, before its
+	// background removal ended.
+	trashed := filepath.Join(e.stateDir, "trash", "fedcba9876543210")
+	for _, d := range []string{pod + "/shm", pod + "/ns", ctr + "/rootfs", ctr + "/upper", ctr + "/work", trashed + "/upper/etc"} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -150,7 +153,7 @@ func TestRecoverSweepsLeftovers(t *testing.T) {
 	if err := e.r.Recover(); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{pod, ctr} {
+	for _, p := range []string{pod, ctr, trashed} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("%s not swept: %v", p, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/cgroups"
 	cgmanager "github.com/opencontainers/cgroups/manager"
@@ -24,6 +25,22 @@ type Runtime struct {
 	mu   sync.Mutex
 	pods map[string]*Sandbox
 	ctrs map[string]*container
+
+	// bg tracks the background removal of discarded container dirs.
+	bg sync.WaitGroup
+
+	// stepHook, when set (by benchmarks), is told the wall time of each
+	// step of a container's lifecycle.
+	stepHook func(step string, d time.Duration)
+}
+
+// step reports the time since t0 to the step hook and returns now.
+func (r *Runtime) step(name string, t0 time.Time) time.Time {
+	now := time.Now()
+	if r.stepHook != nil {
+		r.stepHook(name, now.Sub(t0))
+	}
+	return now
 }
 
 // New returns a Runtime keeping its state under cfg.StateDir. Call Recover
@@ -51,7 +68,7 @@ func New(cfg Config, log *slog.Logger) (*Runtime, error) {
 		cfg.ShmSize = 64 << 20
 	}
 	for _, d := range []string{cfg.StateDir, filepath.Join(cfg.StateDir, "pods"), filepath.Join(cfg.StateDir, "containers"),
-		filepath.Join(cfg.StateDir, "libcontainer"), cfg.LogDir} {
+		filepath.Join(cfg.StateDir, "libcontainer"), filepath.Join(cfg.StateDir, "trash"), cfg.LogDir} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
@@ -62,6 +79,8 @@ func New(cfg Config, log *slog.Logger) (*Runtime, error) {
 func (r *Runtime) lcRoot() string { return filepath.Join(r.cfg.StateDir, "libcontainer") }
 
 func (r *Runtime) ctrDir(id string) string { return filepath.Join(r.cfg.StateDir, "containers", id) }
+
+func (r *Runtime) trashDir() string { return filepath.Join(r.cfg.StateDir, "trash") }
 
 func (r *Runtime) podCgroup(uid string) string {
 	return filepath.Join(r.cfg.CgroupRoot, "pod"+uid)
@@ -192,14 +211,54 @@ func (r *Runtime) Recover() error {
 	if len(errs) > 0 {
 		return fmt.Errorf("recover: %w", errors.Join(errs...))
 	}
+	// Container dirs discarded by an earlier process but not yet removed.
+	trash, err := os.ReadDir(r.trashDir())
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	for _, e := range trash {
+		if err := os.RemoveAll(filepath.Join(r.trashDir(), e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("recover: %w", errors.Join(errs...))
+	}
 	r.log.Info("runtime recovered", "pods", len(r.pods), "containers", len(r.ctrs))
 	return nil
 }
 
 // destroyContainerFiles removes what a container may have left: its
-// processes and cgroup (through libcontainer), rootfs mount and files. c may
-// be nil.
+// processes and cgroup (through libcontainer), rootfs mount and files. lc may
+// be nil. The libcontainer side and the rootfs unmount are independent and
+// run concurrently; the container's dir is then moved to the trash dir and
+// removed in the background (a crash in between leaves it to Recover).
 func (r *Runtime) destroyContainerFiles(id string, lc *libcontainer.Container) error {
+	t := time.Now()
+	lcDone := make(chan error, 1)
+	go func() { lcDone <- r.destroyLibcontainer(id, lc) }()
+	var errs []error
+	dir := r.ctrDir(id)
+	if err := unmountAll(filepath.Join(dir, "rootfs")); err != nil {
+		errs = append(errs, err)
+	}
+	t = r.step("destroy: unmount", t)
+	if err := <-lcDone; err != nil {
+		errs = append(errs, err)
+	}
+	t = r.step("destroy: libcontainer", t)
+	if len(errs) == 0 {
+		if err := r.discard(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	r.step("destroy: discard dir", t)
+	return errors.Join(errs...)
+}
+
+// destroyLibcontainer kills what still runs of a container and removes its
+// cgroup and libcontainer state. lc may be nil.
+func (r *Runtime) destroyLibcontainer(id string, lc *libcontainer.Container) error {
 	var errs []error
 	if lc == nil {
 		var err error
@@ -221,14 +280,32 @@ func (r *Runtime) destroyContainerFiles(id string, lc *libcontainer.Container) e
 	if err := os.RemoveAll(filepath.Join(r.lcRoot(), id)); err != nil {
 		errs = append(errs, err)
 	}
-	dir := r.ctrDir(id)
-	if err := unmountAll(filepath.Join(dir, "rootfs")); err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		if err := os.RemoveAll(dir); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	return errors.Join(errs...)
 }
+
+// discard moves dir into the trash dir (one rename) and removes it there in
+// the background; if it cannot be moved it is removed in place.
+func (r *Runtime) discard(dir string) error {
+	trashed := filepath.Join(r.trashDir(), filepath.Base(dir))
+	err := os.Rename(dir, trashed)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if _, serr := os.Lstat(dir); errors.Is(serr, os.ErrNotExist) {
+			return nil
+		}
+		return os.RemoveAll(dir)
+	case err != nil:
+		// E.g. a left-over of the same name in the trash: remove in place.
+		return os.RemoveAll(dir)
+	}
+	r.bg.Go(func() {
+		defer r.step("destroy: background removal", time.Now())
+		if err := os.RemoveAll(trashed); err != nil {
+			r.log.Warn("remove discarded container dir", "dir", trashed, "err", err)
+		}
+	})
+	return nil
+}
+
+// waitBackground waits for the background removals started so far.
+func (r *Runtime) waitBackground() { r.bg.Wait() }

@@ -217,6 +217,8 @@ func (r *Runtime) RemoveSandbox(uid string) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("remove sandbox %s: %w", uid, errors.Join(errs...))
 	}
+	// The containers' dirs are on disk until their background removal ends.
+	r.waitBackground()
 	r.mu.Lock()
 	sb := r.pods[uid]
 	delete(r.pods, uid)
