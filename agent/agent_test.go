@@ -405,3 +405,24 @@ func TestBadInputReasons(t *testing.T) {
 	}
 	h.waitPod("default", "nocm", 30*time.Second, "Running after the ConfigMap appeared", podRunningReady)
 }
+
+func TestHostNetworkPod(t *testing.T) {
+	h := newHarness(t, nil)
+	h.createPod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "hostnet"},
+		Spec: corev1.PodSpec{HostNetwork: true, Containers: []corev1.Container{{Name: "c", Command: sh("sleep 3600")}}}})
+	p := h.waitPod("default", "hostnet", 30*time.Second, "Running", podRunningReady)
+	if p.Status.PodIP != "127.0.0.1" {
+		t.Errorf("host-network pod IP %q, want the node IP", p.Status.PodIP)
+	}
+	// Host network, Default DNS (ClusterFirst falls back), the host's hosts file.
+	if got := h.exec(p, "c", "cat", "/etc/resolv.conf"); got != "nameserver 192.0.2.53\nsearch example.test\n" {
+		t.Errorf("resolv.conf = %q", got)
+	}
+	if got := h.exec(p, "c", "cat", "/etc/hosts"); got != "127.0.0.1 localhost\n" {
+		t.Errorf("hosts = %q", got)
+	}
+	host, _ := os.Hostname()
+	if got := h.exec(p, "c", "hostname"); got != host+"\n" {
+		t.Errorf("hostname = %q, want %q", got, host)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -216,11 +217,36 @@ func BenchmarkIdleNode(b *testing.B) {
 		if _, err := h.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), node, metav1.GetOptions{}); err != nil {
 			b.Fatalf("child agent did not register: %v", err)
 		}
+		var writes atomic.Int64
+		wctx, wcancel := context.WithCancel(context.Background())
+		for _, w := range []func() (watch.Interface, error){
+			func() (watch.Interface, error) { return h.client.CoreV1().Nodes().Watch(wctx, metav1.ListOptions{}) },
+			func() (watch.Interface, error) {
+				return h.client.CoordinationV1().Leases("").Watch(wctx, metav1.ListOptions{})
+			},
+			func() (watch.Interface, error) { return h.client.CoreV1().Events("").Watch(wctx, metav1.ListOptions{}) },
+		} {
+			wi, err := w()
+			if err != nil {
+				b.Fatal(err)
+			}
+			go func() {
+				for range wi.ResultChan() {
+					writes.Add(1)
+				}
+			}()
+			defer wi.Stop()
+		}
+		time.Sleep(time.Second) // the watches' initial events
+		writes.Store(0)
 		w0 := ioWriteBytes()
 		time.Sleep(window)
 		w1 := ioWriteBytes()
+		n := writes.Load()
+		wcancel()
 		st := procStatus(cmd.Process.Pid)
 		b.ReportMetric(float64(w1-w0)/window.Minutes()/1024, "server-disk-kB/min")
+		b.ReportMetric(float64(n)/window.Minutes(), "api-writes/min")
 		b.ReportMetric(float64(st["RssAnon"])/(1<<20), "agent-anon-MB")
 		b.ReportMetric(float64(st["VmRSS"])/(1<<20), "agent-rss-MB")
 	}

@@ -447,9 +447,13 @@ func (w *podWorker) status(rec *containerRec) (runtime.ContainerStatus, bool) {
 		return runtime.ContainerStatus{}, false
 	}
 	st, err := w.a.rt.ContainerStatus(rec.id)
-	if err != nil {
-		rec.id = ""
+	if errors.Is(err, runtime.ErrNotFound) {
+		rec.id = "" // removed behind our back: start afresh
 		return runtime.ContainerStatus{}, false
+	}
+	if err != nil {
+		// Transient: report it as unknown rather than start a duplicate.
+		return runtime.ContainerStatus{ID: rec.id, State: runtime.StateUnknown}, true
 	}
 	return st, true
 }
