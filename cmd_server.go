@@ -35,6 +35,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "service-node-port-range", Value: "30000-32767", EnvVars: envs("service-node-port-range"), Usage: "NodePort range"},
 		&cli.StringSliceFlag{Name: "tls-san", EnvVars: envs("tls-san"), Usage: "extra host names or IPs in the serving certificate"},
 		&cli.BoolFlag{Name: "disable-agent", EnvVars: envs("disable-agent"), Usage: "run the control plane only, no workloads on this machine"},
+		&cli.StringFlag{Name: "cgroup-root", Value: "/orch", EnvVars: envs("cgroup-root"), Usage: "cgroup parent of the pods"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: envs("log-level"), Usage: "debug, info, warn or error"},
 	}
 }
@@ -73,6 +74,7 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		TLSSANs:         c.StringSlice("tls-san"),
 		Version:         version,
 		DisableAgent:    c.Bool("disable-agent"),
+		CgroupRoot:      c.String("cgroup-root"),
 	}
 	var err error
 	if cfg.BindAddress, err = optAddr(c, "bind-address"); err != nil {

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/metadata"
 
 	"github.com/orch-dev/orch/server/controller"
+	"github.com/orch-dev/orch/server/controller/nodeipam"
 )
 
 // runComponents runs what works through the API once it serves: the
@@ -28,10 +29,18 @@ func (s *Server) runComponents(ctx context.Context) error {
 		return fmt.Errorf("local metadata client: %w", err)
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 10*time.Hour, informers.WithTransform(dropManagedFields))
+	ipam, err := nodeipam.New(nodeipam.Config{ClusterCIDR: s.cfg.ClusterCIDR}, client, factory, s.log.With("component", "nodeipam"))
+	if err != nil {
+		return err
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return controller.RunAll(ctx, controller.Config{}, client, meta, factory, s.log)
 	})
+	g.Go(func() error { return ipam.Run(ctx, 1) })
+	if !s.cfg.DisableAgent {
+		g.Go(func() error { return s.runNode(ctx) })
+	}
 	return g.Wait()
 }
 

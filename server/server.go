@@ -50,7 +50,9 @@ type Config struct {
 	NodePortMax         int
 	TLSSANs             []string
 	DisableAgent        bool
-	Version             string
+	// CgroupRoot is the cgroup parent of the pods of the embedded agent.
+	CgroupRoot string
+	Version    string
 }
 
 // Validate checks the configuration before anything starts.
