@@ -263,6 +263,25 @@ func (r *Runtime) StartContainer(id string) error {
 	}
 	defer outR.Close()
 	defer errR.Close()
+	// The monitor starts while libcontainer starts the container; it gets
+	// the init's pid and pidfd over ctl once there is one.
+	ctl, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		outW.Close()
+		errW.Close()
+		return fmt.Errorf("start container %s: monitor socket: %w", id, err)
+	}
+	ctlParent, ctlChild := os.NewFile(uintptr(ctl[0]), "monitor-ctl"), os.NewFile(uintptr(ctl[1]), "monitor-ctl")
+	defer ctlParent.Close()
+	mon := exec.Command("/proc/self/exe", c.meta.LogPath, r.exitPath(id),
+		strconv.FormatInt(r.cfg.LogMaxBytes, 10), strconv.Itoa(r.cfg.LogMaxFiles))
+	mon.Args[0] = "orch-monitor"
+	mon.Dir = "/"
+	mon.Env = []string{"_ORCH_MONITOR=1"}
+	mon.ExtraFiles = []*os.File{outR, errR, ctlChild}
+	mon.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	monStarted := make(chan error, 1)
+	go func() { monStarted <- mon.Start() }()
 	p := c.meta.Proc
 	proc := &libcontainer.Process{
 		Args: p.Args, Env: p.Env, Cwd: p.Cwd, UID: p.UID, GID: p.GID, AdditionalGroups: p.Groups,
@@ -273,49 +292,55 @@ func (r *Runtime) StartContainer(id string) error {
 	t = r.step("start: libcontainer.Run", t)
 	outW.Close()
 	errW.Close()
+	monErr := <-monStarted
+	ctlChild.Close()
+	// Reap the monitor while this process lives; after a restart its
+	// parent is gone and it still records the exit status. (A monitor
+	// whose container did not start exits when ctl closes.)
+	monDone := make(chan struct{})
+	if monErr == nil {
+		runDone := t
+		go func() {
+			_ = mon.Wait()
+			r.step("exit: monitor done after start", runDone)
+			close(monDone)
+		}()
+	}
+	t = r.step("start: monitor", t)
 	if err != nil {
 		return fail(err)
 	}
 	started := time.Now()
+	kill := func(err error) error {
+		_ = c.lc.Signal(killSignal)
+		_, _ = proc.Wait()
+		return fail(err)
+	}
+	if monErr != nil {
+		return kill(fmt.Errorf("start monitor: %w", monErr))
+	}
 	pid, err := proc.Pid()
 	if err != nil {
-		return fail(err)
+		return kill(err)
 	}
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		_ = c.lc.Signal(killSignal)
-		_, _ = proc.Wait()
-		return fail(fmt.Errorf("pidfd: %w", err))
+		return kill(fmt.Errorf("pidfd: %w", err))
 	}
-	pidFile := os.NewFile(uintptr(pidfd), "pidfd")
-	defer pidFile.Close()
-	mon := exec.Command("/proc/self/exe", c.meta.LogPath, r.exitPath(id),
-		strconv.FormatInt(r.cfg.LogMaxBytes, 10), strconv.Itoa(r.cfg.LogMaxFiles), strconv.Itoa(pid))
-	mon.Args[0] = "orch-monitor"
-	mon.Dir = "/"
-	mon.Env = []string{"_ORCH_MONITOR=1"}
-	mon.ExtraFiles = []*os.File{outR, errR, pidFile}
-	mon.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	t = r.step("start: pidfd", t)
-	if err := mon.Start(); err != nil {
-		_ = c.lc.Signal(killSignal)
-		_, _ = proc.Wait()
-		return fail(fmt.Errorf("start monitor: %w", err))
-	}
-	t = r.step("start: monitor", t)
-	// Reap both while this process lives; after a restart their parent is
-	// gone and the monitor still records the exit status.
-	monDone := make(chan struct{})
-	go func() {
-		_ = mon.Wait()
-		r.step("exit: monitor done after start", started)
-		close(monDone)
-	}()
-	c.monDone = monDone
+	// Reap the init while this process lives (its exit status is the
+	// monitor's to record); only now, as the pidfd must be opened first.
 	go func() {
 		_, _ = proc.Wait()
 		r.step("exit: init reaped after start", started)
 	}()
+	err = unix.Sendmsg(int(ctlParent.Fd()), []byte(strconv.Itoa(pid)), unix.UnixRights(pidfd), nil, 0)
+	unix.Close(pidfd)
+	if err != nil {
+		_ = c.lc.Signal(killSignal)
+		return fail(fmt.Errorf("hand the init to its monitor: %w", err))
+	}
+	c.monDone = monDone
+	t = r.step("start: pidfd", t)
 	c.meta.StartedAt = started
 	c.meta.InitPid = pid
 	c.meta.MonitorPid = mon.Process.Pid

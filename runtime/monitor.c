@@ -6,8 +6,13 @@
 //
 //   fd 3  read end of the container's stdout pipe
 //   fd 4  read end of the container's stderr pipe
-//   fd 5  pidfd of the container's init process
-//   argv  <log path> <exit file> <max log bytes> <max rotated files> <pid>
+//   fd 5  control socket: one message carries the init's pid (decimal
+//         text) and a pidfd of it (SCM_RIGHTS); EOF instead means the
+//         container did not start, and the monitor exits at once
+//   argv  <log path> <exit file> <max log bytes> <max rotated files>
+//
+// orch starts the monitor while libcontainer starts the container, so the
+// monitor's exec is off the container start's critical path.
 //
 // It writes every line it reads in the CRI log format
 // ("<RFC3339Nano> stdout|stderr F|P <line>"), rotating the file by size, and
@@ -26,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -223,14 +229,46 @@ static void write_exit(const char *path, int status)
 	rename(tmp, path);
 }
 
+// recv_init reads the init's pid and pidfd from the control socket; -1 on
+// EOF or a malformed message.
+static int recv_init(int sock, int *pid)
+{
+	char buf[32];
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf) - 1};
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+	struct cmsghdr *c;
+	ssize_t n;
+	int fd;
+	do
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	c = CMSG_FIRSTHDR(&msg);
+	if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+		return -1;
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	*pid = atoi(buf);
+	if (*pid <= 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 static int monitor(int argc, char **argv)
 {
 	struct stream out = {.fd = 3, .name = "stdout"}, err = {.fd = 4, .name = "stderr"};
 	struct logfile l;
-	int pidfd = 5, pid, status = -2, exited = 0;
+	int pidfd, pid = 0, status = -2, exited = 0;
 	struct timespec deadline = {0};
 
-	if (argc < 6)
+	if (argc < 5)
 		return 2;
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
@@ -238,7 +276,10 @@ static int monitor(int argc, char **argv)
 	l.path = argv[1];
 	l.max = atoll(argv[3]);
 	l.maxfiles = atoi(argv[4]);
-	pid = atoi(argv[5]);
+	pidfd = recv_init(5, &pid);
+	close(5);
+	if (pidfd < 0)
+		return 0; // the container did not start
 	log_open(&l);
 	fcntl(out.fd, F_SETFL, fcntl(out.fd, F_GETFL) | O_NONBLOCK);
 	fcntl(err.fd, F_SETFL, fcntl(err.fd, F_GETFL) | O_NONBLOCK);
