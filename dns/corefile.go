@@ -54,9 +54,8 @@ func corefile(p corefileParams) (string, error) {
 		fmt.Fprintf(&b, "    orch_loop %s\n", p.LoopID)
 		fmt.Fprintf(&b, "    forward . %s\n", strings.Join(p.Upstreams, " "))
 	}
-	// Cluster answers come from memory and must show a new Service at once:
-	// only upstream answers are cached.
-	fmt.Fprintf(&b, "    cache %d {\n        disable success %s\n        disable denial %s\n    }\n", p.CacheTTL, zone, zone)
+	// The cache sits after orch (see directives): it holds upstream answers only.
+	fmt.Fprintf(&b, "    cache %d\n", p.CacheTTL)
 	keys := make([]string, 0, len(p.Custom))
 	for k := range p.Custom {
 		keys = append(keys, k)

@@ -31,7 +31,7 @@ func TestCorefile(t *testing.T) {
 		".:53 {\n    bind 10.43.0.10\n    errors\n",
 		"    orch hA cluster.local. in-addr.arpa ip6.arpa {\n        ns 10.43.0.10\n    }\n",
 		"    orch_loop hB\n    forward . 192.0.2.1:53\n",
-		"disable success cluster.local.\n        disable denial cluster.local.",
+		"    cache 30\n",
 		"    # a.override\n    rewrite name foo.example bar.example\n    # b.override\n    log\n}\n",
 		"corp.internal:53 {\n    bind 10.43.0.10\n  forward . 192.0.2.9\n}",
 		"own.internal:53 {\n  bind 10.43.0.10\n  hosts",

@@ -33,10 +33,13 @@ import (
 
 // directives is the execution order of the plugins orch supports: each wraps
 // the ones after it. The stock `loop` plugin is replaced by orch_loop (loop
-// calls log.Fatal) and `kubernetes` by orch (see the cluster package).
+// calls log.Fatal) and `kubernetes` by orch (see the cluster package). orch
+// comes before cache: cluster answers come from memory and must show a new
+// Service at once, so only names that fall through (upstream) are cached,
+// and cluster queries skip the cache's bookkeeping.
 var directives = []string{
-	"bind", "health", "errors", "log", "rewrite", "cache", "hosts",
-	cluster.Name, loopguard.Name, "forward",
+	"bind", "health", "errors", "log", "rewrite", "hosts",
+	cluster.Name, "cache", loopguard.Name, "forward",
 }
 
 // setupOnce configures CoreDNS's process-wide state the first time a Server is
