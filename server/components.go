@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -11,8 +12,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 
+	"github.com/orch-dev/orch/manifests"
 	"github.com/orch-dev/orch/server/controller"
+	"github.com/orch-dev/orch/server/controller/daemonset"
 	"github.com/orch-dev/orch/server/controller/nodeipam"
+	"github.com/orch-dev/orch/server/controller/nodelifecycle"
+	"github.com/orch-dev/orch/server/scheduler"
 )
 
 // runComponents runs what works through the API once it serves: the
@@ -33,13 +38,41 @@ func (s *Server) runComponents(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	sched, err := scheduler.New(scheduler.Config{}, client, factory, s.log.With("component", "scheduler"))
+	if err != nil {
+		return err
+	}
+	lifecycle, err := nodelifecycle.New(nodelifecycle.Config{}, client, factory, s.log.With("component", "nodelifecycle"))
+	if err != nil {
+		return err
+	}
+	daemons, err := daemonset.New(daemonset.Config{}, client, factory, s.log.With("component", "daemonset"))
+	if err != nil {
+		return err
+	}
+	deploy, err := manifests.New(manifests.Config{Dir: filepath.Join(s.cfg.DataDir, "server", "manifests")}, cfg, s.log.With("component", "manifests"))
+	if err != nil {
+		return err
+	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		return controller.RunAll(ctx, controller.Config{}, client, meta, factory, s.log)
-	})
-	g.Go(func() error { return ipam.Run(ctx, 1) })
+	// A component that stops because the server is stopping is no error.
+	run := func(fn func() error) {
+		g.Go(func() error {
+			if err := fn(); err != nil && ctx.Err() == nil {
+				return err
+			}
+			return nil
+		})
+	}
+	run(func() error { return controller.RunAll(ctx, controller.Config{}, client, meta, factory, s.log) })
+	factory.Start(ctx.Done())
+	run(func() error { return ipam.Run(ctx, 1) })
+	run(func() error { return sched.Run(ctx) })
+	run(func() error { return lifecycle.Run(ctx, 1) })
+	run(func() error { return daemons.Run(ctx, 2) })
+	run(func() error { return deploy.Run(ctx) })
 	if !s.cfg.DisableAgent {
-		g.Go(func() error { return s.runNode(ctx) })
+		run(func() error { return s.runNode(ctx) })
 	}
 	return g.Wait()
 }
