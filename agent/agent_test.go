@@ -279,8 +279,8 @@ func TestOOMKilledAndNeverRestart(t *testing.T) {
 	h := newHarness(t, nil)
 	h.createPod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "oom"},
 		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "c",
-			Command:   sh("head -c 200m /dev/zero | tail"),
-			Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("16Mi")}}}}}})
+			Command:   sh("head -c 400m /dev/zero | tail"),
+			Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}}}}}})
 	p := h.waitPod("default", "oom", 60*time.Second, "Failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
 	cs := containerStatusOf(p, "c")
 	if cs.State.Terminated == nil || cs.State.Terminated.Reason != "OOMKilled" || cs.RestartCount != 0 {

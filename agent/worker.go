@@ -477,13 +477,14 @@ func (w *podWorker) killForRestart(ctx context.Context, pod *corev1.Pod, c *core
 	}
 }
 
-// startOrBackoff (re)starts a container unless it is in back-off.
+// startOrBackoff (re)starts a container unless it is in back-off: crash
+// back-off after it exited, image pull back-off after a failed pull, and
+// the same back-off after configuration, create or start errors.
 func (w *podWorker) startOrBackoff(ctx context.Context, pod *corev1.Pod, c *corev1.Container, rec *containerRec, exists bool, st runtime.ContainerStatus) time.Duration {
 	now := time.Now()
-	if exists && st.State == runtime.StateExited {
+	if exists && st.State == runtime.StateExited && (rec.waitReason == "" || rec.waitReason == reasonCrashLoopBackOff) {
 		bo := w.a.backoff
-		ranFor := st.FinishedAt.Sub(st.StartedAt)
-		if ranFor >= bo.reset {
+		if st.FinishedAt.Sub(st.StartedAt) >= bo.reset {
 			rec.restartDelay = 0
 		}
 		rec.notBefore = st.FinishedAt.Add(rec.restartDelay)
@@ -499,17 +500,26 @@ func (w *podWorker) startOrBackoff(ctx context.Context, pod *corev1.Pod, c *core
 			return rec.notBefore.Sub(now)
 		}
 	}
-	if now.Before(rec.notBefore) && rec.waitReason == reasonImagePullBackOff {
+	if now.Before(rec.notBefore) && rec.waitReason != "" && rec.waitReason != reasonCrashLoopBackOff {
+		if rec.waitReason == reasonErrImagePull || rec.waitReason == reasonImagePullBackOff {
+			if rec.waitReason == reasonErrImagePull {
+				w.a.recorder.Eventf(pod, corev1.EventTypeNormal, "BackOff", "Back-off pulling image %q", c.Image)
+			}
+			rec.waitReason, rec.waitMsg = reasonImagePullBackOff, fmt.Sprintf("Back-off pulling image %q", c.Image)
+		}
 		return rec.notBefore.Sub(now)
 	}
 	if err := w.startContainer(ctx, pod, c, rec, exists); err != nil {
 		w.a.log.Info("container not started", append(w.log(pod), "container", c.Name, "reason", rec.waitReason, "err", err)...)
 		if rec.waitReason == reasonErrImagePull || rec.waitReason == reasonImagePullBackOff {
-			rec.pullDelay = w.a.backoff.next(rec.pullDelay)
+			rec.pullDelay = max(w.a.backoff.next(rec.pullDelay), w.a.backoff.base)
 			rec.notBefore = time.Now().Add(rec.pullDelay)
-			return rec.pullDelay
+			// Look again soon: ErrImagePull turns into ImagePullBackOff.
+			return min(rec.pullDelay, time.Second)
 		}
-		return w.a.backoff.base
+		rec.restartDelay = max(w.a.backoff.next(rec.restartDelay), w.a.backoff.base)
+		rec.notBefore = time.Now().Add(rec.restartDelay)
+		return rec.restartDelay
 	}
 	rec.pullDelay = 0
 	if exists {
@@ -560,9 +570,6 @@ func (w *podWorker) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.
 			return fail(reasonErrImageNeverPull, msg, err)
 		}
 	}
-	if rec.pullDelay > 0 && rec.waitReason == reasonErrImagePull || rec.waitReason == reasonImagePullBackOff {
-		w.a.recorder.Eventf(pod, corev1.EventTypeNormal, "BackOff", "Back-off pulling image %q", c.Image)
-	}
 	w.a.recorder.Eventf(pod, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
 	start := time.Now()
 	img, err := w.a.images.Pull(ctx, c.Image, image.PullOptions{})
@@ -570,12 +577,7 @@ func (w *podWorker) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.
 		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
 		w.a.recorder.Event(pod, corev1.EventTypeWarning, "Failed", msg)
 		w.a.recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %s", reasonErrImagePull)
-		reason := reasonErrImagePull
-		if rec.pullDelay > 0 {
-			reason = reasonImagePullBackOff
-			msg = fmt.Sprintf("Back-off pulling image %q: %v", c.Image, err)
-		}
-		return fail(reason, msg, err)
+		return fail(reasonErrImagePull, msg, err)
 	}
 	w.a.recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s. Image size: %d bytes.",
 		c.Image, time.Since(start).Round(time.Millisecond), img.Size)
