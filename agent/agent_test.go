@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 func TestNodeRegistrationAndLease(t *testing.T) {
@@ -424,5 +426,43 @@ func TestHostNetworkPod(t *testing.T) {
 	host, _ := os.Hostname()
 	if got := h.exec(p, "c", "hostname"); got != host+"\n" {
 		t.Errorf("hostname = %q, want %q", got, host)
+	}
+}
+
+func TestHTTPAndTCPProbesAndPostStart(t *testing.T) {
+	h := newHarness(t, nil)
+	port := 20000 + int(time.Now().UnixNano()%20000)
+	// Host network so the probes (from the node) reach the server on loopback.
+	h.createPod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "httpd"},
+		Spec: corev1.PodSpec{HostNetwork: true, Containers: []corev1.Container{{Name: "c",
+			Command: sh("mkdir -p /www && echo ok > /www/healthz && exec httpd -f -h /www -p 127.0.0.1:" + strconv.Itoa(port)),
+			Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: int32(port)}},
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+				PeriodSeconds: 1},
+			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(int32(port))}},
+				PeriodSeconds: 1, FailureThreshold: 3},
+			StartupProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(int32(port))}},
+				PeriodSeconds: 1, FailureThreshold: 30},
+			Lifecycle: &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: sh("echo started > /tmp/poststart")}}},
+		}}}})
+	p := h.waitPod("default", "httpd", 30*time.Second, "Ready", podRunningReady)
+	if got := h.exec(p, "c", "cat", "/tmp/poststart"); got != "started\n" {
+		t.Errorf("postStart output %q", got)
+	}
+	// Still healthy a few periods later: no restarts.
+	time.Sleep(3 * time.Second)
+	p = h.waitPod("default", "httpd", 5*time.Second, "Ready", podRunningReady)
+	if cs := containerStatusOf(p, "c"); cs.RestartCount != 0 || cs.Started == nil || !*cs.Started {
+		t.Errorf("status %s", statusString(p))
+	}
+	// Breaking the health page makes the pod unready (readiness only).
+	h.exec(p, "c", "rm", "/www/healthz")
+	h.waitPod("default", "httpd", 15*time.Second, "not Ready", func(p *corev1.Pod) bool {
+		cs := containerStatusOf(p, "c")
+		return cs != nil && !cs.Ready && cs.RestartCount == 0 && cs.State.Running != nil
+	})
+	e := h.waitEvent("default", "httpd", "Unhealthy", 5*time.Second)
+	if !strings.Contains(e.Message, "Readiness probe failed") || !strings.Contains(e.Message, "404") {
+		t.Errorf("Unhealthy event: %s", e.Message)
 	}
 }
