@@ -40,3 +40,24 @@ lint:
 
 clean:
 	rm -rf bin internal/kubectl/kubectl.gz
+
+# Static linux/arm64 binary for edge boards, cross-built with Debian's
+# gcc-aarch64-linux-gnu and libseccomp-dev:arm64 (dpkg --add-architecture
+# arm64), with an arm64 kubectl packed in through a build overlay (the
+# amd64 internal/kubectl/kubectl.gz stays as it is).
+ARM64_CC        ?= aarch64-linux-gnu-gcc
+ARM64_PKGCONFIG ?= /usr/lib/aarch64-linux-gnu/pkgconfig
+ARM64_TAGS      := $(TAGS) orch_kubectl osusergo netgo
+ARM64_LDFLAGS   := $(LDFLAGS) -extldflags '-static'
+
+.PHONY: arm64
+arm64: bin/arm64/kubectl.gz
+	printf '{"Replace":{"%s":"%s"}}\n' "$(CURDIR)/internal/kubectl/kubectl.gz" "$(CURDIR)/bin/arm64/kubectl.gz" > bin/arm64/overlay.json
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=$(ARM64_CC) PKG_CONFIG_LIBDIR=$(ARM64_PKGCONFIG) \
+		$(GO) build -trimpath -tags '$(ARM64_TAGS)' -overlay bin/arm64/overlay.json -ldflags "$(ARM64_LDFLAGS)" -o bin/orch-arm64 .
+
+bin/arm64/kubectl: go.mod go.sum internal/kubectl/bin/main.go
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '-s -w -X k8s.io/component-base/version.gitVersion=$(KUBECTL_VERSION)' -o $@ ./internal/kubectl/bin
+
+bin/arm64/kubectl.gz: bin/arm64/kubectl
+	gzip -9 -n -c $< > $@.tmp && mv $@.tmp $@
