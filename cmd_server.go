@@ -36,6 +36,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "tls-san", EnvVars: envs("tls-san"), Usage: "extra host names or IPs in the serving certificate"},
 		&cli.BoolFlag{Name: "disable-agent", EnvVars: envs("disable-agent"), Usage: "run the control plane only, no workloads on this machine"},
 		&cli.StringFlag{Name: "cgroup-root", Value: "/orch", EnvVars: envs("cgroup-root"), Usage: "cgroup parent of the pods"},
+		&cli.StringFlag{Name: "resolv-conf", Value: "/etc/resolv.conf", EnvVars: envs("resolv-conf"), Usage: "upstream resolvers of cluster DNS and of dnsPolicy Default pods"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: envs("log-level"), Usage: "debug, info, warn or error"},
 	}
 }
@@ -75,6 +76,7 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		Version:         version,
 		DisableAgent:    c.Bool("disable-agent"),
 		CgroupRoot:      c.String("cgroup-root"),
+		ResolvConf:      c.String("resolv-conf"),
 	}
 	var err error
 	if cfg.BindAddress, err = optAddr(c, "bind-address"); err != nil {

@@ -36,6 +36,8 @@ func newApp() *cli.App {
 		Version: version,
 		Commands: []*cli.Command{
 			serverCommand(),
+			agentCommand(),
+			checkConfigCommand(),
 			imageCommand(),
 			kubectlCommand(),
 			versionCommand(),

@@ -14,6 +14,7 @@ import (
 
 	"github.com/orch-dev/orch/agent"
 	"github.com/orch-dev/orch/agent/podnet"
+	"github.com/orch-dev/orch/dns"
 	"github.com/orch-dev/orch/internal/inproc"
 	"github.com/orch-dev/orch/netproxy"
 	"github.com/orch-dev/orch/server/apiserver"
@@ -34,7 +35,7 @@ func (s *Server) nodeConfig() *rest.Config {
 
 // runNode runs this machine as a node of its own cluster: the container
 // runtime and images, the pod network, the agent (its node API served
-// in-process to the API server) and the Service proxy.
+// in-process to the API server), the Service proxy and cluster DNS.
 func (s *Server) runNode(ctx context.Context) error {
 	cfg := s.cfg
 	nodeIPs := cfg.NodeIPs
@@ -66,7 +67,7 @@ func (s *Server) runNode(ctx context.Context) error {
 	}, s.log)
 	a, err := agent.New(agent.Config{
 		NodeName: cfg.NodeName, NodeIPs: nodeIPs, DataDir: cfg.DataDir, ControlPlane: true,
-		Version: cfg.Version, ClusterDNS: cfg.ClusterDNS,
+		Version: cfg.Version, ClusterDNS: cfg.ClusterDNS, ResolvConf: cfg.ResolvConf,
 	}, client, local.Deps(network), s.log.With("component", "agent"))
 	if err != nil {
 		return err
@@ -77,10 +78,16 @@ func (s *Server) runNode(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	clusterDNS, err := dns.New(dns.Config{Domain: "cluster.local", Addrs: []netip.Addr{cfg.ClusterDNS}, Port: 53,
+		Interface: "orch-dns", ResolvConf: cfg.ResolvConf}, client, s.log.With("component", "dns"))
+	if err != nil {
+		return err
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return local.Run(ctx) })
 	g.Go(func() error { return a.Run(ctx) })
 	g.Go(func() error { return proxy.Run(ctx) })
+	g.Go(func() error { return clusterDNS.Run(ctx) })
 	return g.Wait()
 }
 

@@ -52,6 +52,9 @@ type Config struct {
 	DisableAgent        bool
 	// CgroupRoot is the cgroup parent of the pods of the embedded agent.
 	CgroupRoot string
+	// ResolvConf lists the upstream resolvers of cluster DNS and of pods
+	// with dnsPolicy Default (default /etc/resolv.conf).
+	ResolvConf string
 	Version    string
 }
 
