@@ -17,8 +17,8 @@ func TestCorefile(t *testing.T) {
 	p := corefileParams{Domain: "cluster.local", Addrs: []netip.Addr{netip.MustParseAddr("10.43.0.10")}, Port: 53,
 		ClusterID: "hA", LoopID: "hB", Upstreams: []string{"192.0.2.1:53"}, CacheTTL: 30,
 		Custom: map[string]string{
-			"b.override": "log",
-			"a.override": "rewrite name foo.example bar.example\n\n",
+			"b.override":  "log",
+			"a.override":  "rewrite name foo.example bar.example\n\n",
 			"corp.server": "corp.internal:53 {\n  forward . 192.0.2.9\n}",
 			"own.server":  "own.internal:53 {\n  bind 10.43.0.10\n  hosts {\n  }\n}",
 			"ignored":     "whatever",

@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
@@ -98,35 +100,10 @@ func protoLabel(p corev1.Protocol) string {
 	return strings.ToLower(string(p))
 }
 
-// Strip is an informer transform that keeps only what DNS reads of a Service,
-// EndpointSlice or Node, so the informer caches stay small.
-func Strip(obj any) (any, error) {
-	meta := func(m metav1.ObjectMeta) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, ResourceVersion: m.ResourceVersion, Labels: m.Labels}
-	}
-	switch o := obj.(type) {
-	case *corev1.Service:
-		return &corev1.Service{ObjectMeta: meta(o.ObjectMeta), Spec: corev1.ServiceSpec{
-			Type: o.Spec.Type, ClusterIP: o.Spec.ClusterIP, ClusterIPs: o.Spec.ClusterIPs,
-			ExternalName: o.Spec.ExternalName, Ports: o.Spec.Ports,
-		}}, nil
-	case *discoveryv1.EndpointSlice:
-		out := &discoveryv1.EndpointSlice{ObjectMeta: meta(o.ObjectMeta), AddressType: o.AddressType, Ports: o.Ports,
-			Endpoints: make([]discoveryv1.Endpoint, len(o.Endpoints))}
-		out.Labels = map[string]string{discoveryv1.LabelServiceName: o.Labels[discoveryv1.LabelServiceName]}
-		for i, e := range o.Endpoints {
-			out.Endpoints[i] = discoveryv1.Endpoint{Addresses: e.Addresses, Conditions: discoveryv1.EndpointConditions{Ready: e.Conditions.Ready}, Hostname: e.Hostname}
-		}
-		return out, nil
-	case *corev1.Node:
-		return &corev1.Node{ObjectMeta: meta(metav1.ObjectMeta{Name: o.Name, ResourceVersion: o.ResourceVersion}),
-			Status: corev1.NodeStatus{Addresses: o.Status.Addresses}}, nil
-	}
-	return obj, nil
-}
-
-// Feed keeps an Index in step with the API through informers on Services,
-// EndpointSlices and Nodes.
+// Feed keeps an Index in step with the API: one reflector (list, then
+// watch, relist on expiry) each for Services, EndpointSlices and Nodes,
+// writing straight into the index. No informer cache holds the objects: the
+// index, with only the fields DNS reads, is the only copy.
 type Feed struct {
 	client kubernetes.Interface
 	index  *Index
@@ -138,31 +115,47 @@ func NewFeed(client kubernetes.Interface, index *Index, log *slog.Logger) *Feed 
 	return &Feed{client: client, index: index, log: log}
 }
 
-// Run watches until ctx ends. The index is marked synced once every informer
-// has listed.
+// Run watches until ctx ends. The index is marked synced once every
+// reflector has listed.
 func (f *Feed) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactoryWithOptions(f.client, 0, informers.WithTransform(Strip))
 	x := f.index
-	svc := factory.Core().V1().Services().Informer()
-	if _, err := svc.AddEventHandler(handlers(func(o *corev1.Service) { x.SetService(ServiceOf(o)) },
-		func(o *corev1.Service) { x.DeleteService(o.Namespace, o.Name) })); err != nil {
-		return fmt.Errorf("dns: service handler: %w", err)
+	c := f.client
+	svc := &store[*corev1.Service]{
+		key: func(o *corev1.Service) string { return o.Namespace + "/" + o.Name },
+		set: func(o *corev1.Service) { x.SetService(ServiceOf(o)) },
+		del: func(k string) { ns, name, _ := strings.Cut(k, "/"); x.DeleteService(ns, name) },
 	}
-	es := factory.Discovery().V1().EndpointSlices().Informer()
-	if _, err := es.AddEventHandler(handlers(func(o *discoveryv1.EndpointSlice) { x.SetSlice(SliceOf(o)) },
-		func(o *discoveryv1.EndpointSlice) { x.DeleteSlice(o.Namespace, o.Name) })); err != nil {
-		return fmt.Errorf("dns: endpointslice handler: %w", err)
+	es := &store[*discoveryv1.EndpointSlice]{
+		key: func(o *discoveryv1.EndpointSlice) string { return o.Namespace + "/" + o.Name },
+		set: func(o *discoveryv1.EndpointSlice) { x.SetSlice(SliceOf(o)) },
+		del: func(k string) { ns, name, _ := strings.Cut(k, "/"); x.DeleteSlice(ns, name) },
 	}
-	nodes := factory.Core().V1().Nodes().Informer()
-	if _, err := nodes.AddEventHandler(handlers(func(o *corev1.Node) { x.SetNode(o.Name, NodeAddrs(o)) },
-		func(o *corev1.Node) { x.SetNode(o.Name, nil) })); err != nil {
-		return fmt.Errorf("dns: node handler: %w", err)
+	nodes := &store[*corev1.Node]{
+		key: func(o *corev1.Node) string { return o.Name },
+		set: func(o *corev1.Node) { x.SetNode(o.Name, NodeAddrs(o)) },
+		del: func(k string) { x.SetNode(k, nil) },
 	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
+	reflectors := []*cache.Reflector{
+		reflector(c, "services", svc, &corev1.Service{}, c.CoreV1().Services("").List, c.CoreV1().Services("").Watch),
+		reflector(c, "endpointslices", es, &discoveryv1.EndpointSlice{}, c.DiscoveryV1().EndpointSlices("").List, c.DiscoveryV1().EndpointSlices("").Watch),
+		reflector(c, "nodes", nodes, &corev1.Node{}, c.CoreV1().Nodes().List, c.CoreV1().Nodes().Watch),
+	}
+	var wg sync.WaitGroup
+	for _, r := range reflectors {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.RunWithContext(ctx)
+		}()
+	}
+	defer wg.Wait()
 	start := time.Now()
-	if !cache.WaitForCacheSync(ctx.Done(), svc.HasSynced, es.HasSynced, nodes.HasSynced) {
-		return ctx.Err()
+	for !svc.synced() || !es.synced() || !nodes.synced() {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 	x.SetSynced()
 	f.log.Info("dns: cluster records synced", "services", x.Len(), "took", time.Since(start))
@@ -170,26 +163,86 @@ func (f *Feed) Run(ctx context.Context) error {
 	return nil
 }
 
-// handlers adapts typed set/delete functions to informer callbacks.
-func handlers[T any](set, del func(T)) cache.ResourceEventHandlerFuncs {
-	return cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if o, ok := obj.(T); ok {
-				set(o)
-			}
-		},
-		UpdateFunc: func(_, obj any) {
-			if o, ok := obj.(T); ok {
-				set(o)
-			}
-		},
-		DeleteFunc: func(obj any) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			if o, ok := obj.(T); ok {
-				del(o)
-			}
-		},
+func reflector[L runtime.Object](client any, name string, st cache.ReflectorStore, expected runtime.Object,
+	list func(context.Context, metav1.ListOptions) (L, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) *cache.Reflector {
+	lw := &cache.ListWatch{
+		ListWithContextFunc:  func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return list(ctx, o) },
+		WatchFuncWithContext: watchFn,
 	}
+	// The client says whether it supports streaming lists (fakes do not).
+	return cache.NewReflectorWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), expected, st, cache.ReflectorOptions{Name: "dns-" + name})
 }
+
+// store is a cache.ReflectorStore that applies objects to the index and
+// remembers only their keys (to find deletions when the reflector relists).
+type store[T any] struct {
+	key func(T) string
+	set func(T)
+	del func(key string)
+
+	mu     sync.Mutex
+	keys   map[string]struct{}
+	listed bool
+}
+
+func (s *store[T]) synced() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listed
+}
+
+func (s *store[T]) Add(obj any) error {
+	o, ok := obj.(T)
+	if !ok {
+		return fmt.Errorf("dns: unexpected %T in watch", obj)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys == nil {
+		s.keys = map[string]struct{}{}
+	}
+	s.keys[s.key(o)] = struct{}{}
+	s.set(o)
+	return nil
+}
+
+func (s *store[T]) Update(obj any) error { return s.Add(obj) }
+
+func (s *store[T]) Delete(obj any) error {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	o, ok := obj.(T)
+	if !ok {
+		return fmt.Errorf("dns: unexpected %T in watch", obj)
+	}
+	k := s.key(o)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.keys, k)
+	s.del(k)
+	return nil
+}
+
+func (s *store[T]) Replace(list []any, _ string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := make(map[string]struct{}, len(list))
+	for _, obj := range list {
+		o, ok := obj.(T)
+		if !ok {
+			return fmt.Errorf("dns: unexpected %T in list", obj)
+		}
+		next[s.key(o)] = struct{}{}
+		s.set(o)
+	}
+	for k := range s.keys {
+		if _, ok := next[k]; !ok {
+			s.del(k)
+		}
+	}
+	s.keys, s.listed = next, true
+	return nil
+}
+
+func (s *store[T]) Resync() error { return nil }
