@@ -21,6 +21,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/internal/inproc"
+	"github.com/orch-dev/orch/server/apiserver"
 )
 
 // env is a test API server, a manifests directory and clients that count
@@ -622,5 +624,29 @@ func TestNamespaceFromLaterFile(t *testing.T) {
 	}
 	if tr := e.mustCM(DefaultNamespace, TrackingName("apps.yaml")); tr.Annotations[AnnotationFailed] != "" || len(entries(tr)) != 1 {
 		t.Errorf("tracking of apps.yaml: %v %v", tr.Annotations, tr.Data)
+	}
+}
+
+// TestInProcessTransport runs the controller as the server does: New with
+// a rest.Config whose transport calls the API handler in-process.
+func TestInProcessTransport(t *testing.T) {
+	e := newEnv(t)
+	cfg := &rest.Config{Host: "http://orch-server.local", QPS: -1, Transport: &inproc.Transport{
+		Handler: e.api.API,
+		Prepare: func(ctx context.Context) context.Context {
+			return apiserver.WithUser(ctx, &apiserver.User{Name: "system:orch-server", Groups: []string{"system:masters"}})
+		},
+	}}
+	c, err := New(Config{Dir: e.dir}, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.write("a.yaml", configMap("inproc", "", "1")+"---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: nginx\n")
+	if err := c.Sync(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	e.mustCM("default", "inproc")
+	if _, err := e.api.Client.AppsV1().Deployments("default").Get(context.Background(), "web", metav1.GetOptions{}); err != nil {
+		t.Fatalf("Deployment: %v (events %v)", err, messages(e.events(ReasonFailed)))
 	}
 }
