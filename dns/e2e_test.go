@@ -307,6 +307,44 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("200 endpoints over TCP: truncated %v with %d answers", r.Truncated, len(r.Answer))
 	}
 
+	// Malformed and oversized input: garbage datagrams, a message with many
+	// questions, a TCP frame longer than its content; the server keeps serving.
+	if err := ns.Do(func() error {
+		addr := net.JoinHostPort(dnsIP.String(), "53")
+		u, err := net.Dial("udp", addr)
+		if err != nil {
+			return err
+		}
+		defer u.Close()
+		for _, b := range [][]byte{{}, {0}, []byte("garbage garbage garbage"), make([]byte, 4096), {0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63}} {
+			if _, err := u.Write(b); err != nil {
+				return err
+			}
+		}
+		m := new(mdns.Msg)
+		m.SetQuestion("redis.default.svc.cluster.local.", mdns.TypeA)
+		for range 500 {
+			m.Question = append(m.Question, m.Question[0])
+		}
+		wire, err := m.Pack()
+		if err != nil {
+			return err
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, _ = c.Write(append([]byte{0xff, 0xff}, wire...)) // claims 65535 bytes, sends fewer
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_, _ = c.Read(make([]byte, 512))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	check("udp", "redis.default.svc.cluster.local.", mdns.TypeA, ok, "10.43.0.20")
+	check("tcp", "redis.default.svc.cluster.local.", mdns.TypeA, ok, "10.43.0.20")
+
 	// A new Service resolves at once (no negative caching of cluster names).
 	check("udp", "fresh.default.svc.cluster.local.", mdns.TypeA, mdns.RcodeNameError)
 	t0 := time.Now()
