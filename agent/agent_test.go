@@ -466,3 +466,20 @@ func TestHTTPAndTCPProbesAndPostStart(t *testing.T) {
 		t.Errorf("Unhealthy event: %s", e.Message)
 	}
 }
+
+func TestTerminationMessage(t *testing.T) {
+	h := newHarness(t, nil)
+	h.createPod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "msg"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{
+			{Name: "file", Command: sh("echo 'bye bye' > /dev/termination-log; exit 2")},
+			{Name: "logs", Command: sh("echo from-log; exit 1"), TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError},
+			{Name: "custom", Command: sh("echo custom > /tmp/msg"), TerminationMessagePath: "/tmp/msg"},
+		}}})
+	p := h.waitPod("default", "msg", 30*time.Second, "Failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+	for name, want := range map[string]string{"file": "bye bye\n", "logs": "from-log\n", "custom": "custom\n"} {
+		cs := containerStatusOf(p, name)
+		if cs.State.Terminated == nil || cs.State.Terminated.Message != want {
+			t.Errorf("%s: %s", name, statusString(p))
+		}
+	}
+}

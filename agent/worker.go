@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -629,6 +630,15 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *core
 	if err != nil {
 		return configErr(err)
 	}
+	attempt := 0
+	if rec.id != "" {
+		attempt = rec.attempt + 1
+	}
+	if m, err := w.terminationLog(c, attempt); err != nil {
+		return configErr(err)
+	} else if m != nil {
+		mounts = append(mounts, *m)
+	}
 	lookup := func(n string) (string, bool) {
 		for i := len(env) - 1; i >= 0; i-- {
 			if env[i].Name == n {
@@ -648,10 +658,6 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *core
 	if err != nil {
 		return configErr(err)
 	}
-	attempt := 0
-	if rec.id != "" {
-		attempt = rec.attempt + 1
-	}
 	cfg := runtime.ContainerConfig{
 		Name: c.Name, Attempt: attempt, Lowerdirs: img.LayerDirs,
 		Image: runtime.ImageConfig{User: img.Config.User, Env: img.Config.Env, Entrypoint: img.Config.Entrypoint,
@@ -668,6 +674,7 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *core
 	// The new container replaces the current one; keep one previous.
 	if rec.lastID != "" {
 		_ = w.a.rt.RemoveContainer(rec.lastID)
+		_ = os.Remove(w.terminationPath(c.Name, attempt-2))
 	}
 	w.mu.Lock()
 	if rec.probeStop != nil {
@@ -835,14 +842,14 @@ func (w *podWorker) containerStatus(c *corev1.Container, rec *containerRec, init
 	}
 	if rec.lastID != "" {
 		if ls, err := w.a.rt.ContainerStatus(rec.lastID); err == nil && ls.State == runtime.StateExited {
-			cs.LastTerminationState.Terminated = terminated(ls)
+			cs.LastTerminationState.Terminated = w.terminated(c, ls)
 		}
 	}
 	switch {
 	case rec.waitReason != "":
 		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: rec.waitReason, Message: rec.waitMsg}
 		if ok && st.State == runtime.StateExited {
-			cs.LastTerminationState = corev1.ContainerState{Terminated: terminated(st)}
+			cs.LastTerminationState = corev1.ContainerState{Terminated: w.terminated(c, st)}
 		}
 	case ok && st.State == runtime.StateRunning:
 		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(st.StartedAt)}
@@ -855,7 +862,7 @@ func (w *podWorker) containerStatus(c *corev1.Container, rec *containerRec, init
 		cs.Ready = ready && started
 		cs.Started = &started
 	case ok && st.State == runtime.StateExited:
-		cs.State.Terminated = terminated(st)
+		cs.State.Terminated = w.terminated(c, st)
 		f := false
 		cs.Started = &f
 		if isInit && st.ExitCode == 0 {
@@ -875,6 +882,69 @@ func (w *podWorker) containerStatus(c *corev1.Container, rec *containerRec, init
 		cs.Started = &f
 	}
 	return cs
+}
+
+// terminationPath is the host file behind a container attempt's
+// terminationMessagePath.
+func (w *podWorker) terminationPath(name string, attempt int) string {
+	return filepath.Join(w.dir, "termination", name+"-"+strconv.Itoa(attempt))
+}
+
+// terminationLog prepares the (empty, world-writable) termination message
+// file of a container attempt and its mount.
+func (w *podWorker) terminationLog(c *corev1.Container, attempt int) (*runtime.Mount, error) {
+	dst := c.TerminationMessagePath
+	if dst == "" {
+		dst = corev1.TerminationMessagePathDefault
+	}
+	if !filepath.IsAbs(dst) {
+		return nil, fmt.Errorf("terminationMessagePath %q is not absolute", dst)
+	}
+	for _, m := range c.VolumeMounts {
+		if filepath.Clean(m.MountPath) == filepath.Clean(dst) {
+			return nil, nil
+		}
+	}
+	p := w.terminationPath(c.Name, attempt)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(p, nil, 0o666); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(p, 0o666); err != nil {
+		return nil, err
+	}
+	return &runtime.Mount{HostPath: p, ContainerPath: dst}, nil
+}
+
+// Termination message limits, as upstream's.
+const (
+	maxTerminationMessage = 4096
+	maxFallbackLogLines   = 80
+	maxFallbackLogBytes   = 2048
+)
+
+// terminated renders a container's termination with its message: the
+// termination message file, or with FallbackToLogsOnError and a failure
+// the tail of its log.
+func (w *podWorker) terminated(c *corev1.Container, st runtime.ContainerStatus) *corev1.ContainerStateTerminated {
+	t := terminated(st)
+	if b, err := os.ReadFile(w.terminationPath(st.Name, st.Attempt)); err == nil && len(b) > 0 {
+		t.Message = string(b[:min(len(b), maxTerminationMessage)])
+	} else if c != nil && c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError && st.ExitCode != 0 {
+		var out syncBuffer
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := w.a.rt.Logs(ctx, st.ID, runtime.LogOptions{Tail: maxFallbackLogLines}, &out); err == nil {
+			m := out.String()
+			if len(m) > maxFallbackLogBytes {
+				m = m[len(m)-maxFallbackLogBytes:]
+			}
+			t.Message = m
+		}
+		cancel()
+	}
+	return t
 }
 
 func terminated(st runtime.ContainerStatus) *corev1.ContainerStateTerminated {
