@@ -158,7 +158,8 @@ func (r *Runtime) CreateContainer(podUID string, cfg ContainerConfig) (_ string,
 	if !filepath.IsAbs(cwd) {
 		return "", fmt.Errorf("create container %s: working dir %q is not absolute", cfg.Name, cwd)
 	}
-	proc := processSpec{Args: argv, Env: env, Cwd: cwd, UID: u.Uid, GID: u.Gid, Groups: u.Sgids, StopSignal: cfg.Image.StopSignal}
+	proc := processSpec{Args: argv, Env: env, Cwd: cwd, UID: u.Uid, GID: u.Gid, Groups: u.Sgids, StopSignal: cfg.Image.StopSignal,
+		Stdin: cfg.Stdin, StdinOnce: cfg.Stdin && cfg.StdinOnce, TTY: cfg.TTY}
 	if _, err := stopSignal(proc.StopSignal); err != nil {
 		return "", fmt.Errorf("create container %s: %w", cfg.Name, err)
 	}
@@ -273,25 +274,34 @@ func (r *Runtime) StartContainer(id string) error {
 	}
 	ctlParent, ctlChild := os.NewFile(uintptr(ctl[0]), "monitor-ctl"), os.NewFile(uintptr(ctl[1]), "monitor-ctl")
 	defer ctlParent.Close()
-	mon := exec.Command("/proc/self/exe", c.meta.LogPath, r.exitPath(id),
-		strconv.FormatInt(r.cfg.LogMaxBytes, 10), strconv.Itoa(r.cfg.LogMaxFiles))
-	mon.Args[0] = "orch-monitor"
-	mon.Dir = "/"
-	mon.Env = []string{"_ORCH_MONITOR=1"}
-	mon.ExtraFiles = []*os.File{outR, errR, ctlChild}
-	mon.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	monStarted := make(chan error, 1)
-	go func() { monStarted <- mon.Start() }()
 	p := c.meta.Proc
 	proc := &libcontainer.Process{
 		Args: p.Args, Env: p.Env, Cwd: p.Cwd, UID: p.UID, GID: p.GID, AdditionalGroups: p.Groups,
 		Stdout: outW, Stderr: errW, Init: true,
 	}
+	sio, err := r.prepareStdio(id, p, proc)
+	if err != nil {
+		outW.Close()
+		errW.Close()
+		ctlChild.Close()
+		return fmt.Errorf("start container %s: %w", id, err)
+	}
+	defer sio.close()
+	mon := exec.Command("/proc/self/exe", c.meta.LogPath, r.exitPath(id),
+		strconv.FormatInt(r.cfg.LogMaxBytes, 10), strconv.Itoa(r.cfg.LogMaxFiles), sio.flags)
+	mon.Args[0] = "orch-monitor"
+	mon.Dir = "/"
+	mon.Env = []string{"_ORCH_MONITOR=1"}
+	mon.ExtraFiles = []*os.File{outR, errR, ctlChild, sio.stdinW, sio.listener}
+	mon.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	monStarted := make(chan error, 1)
+	go func() { monStarted <- mon.Start() }()
 	t = r.step("start: log dir+pipes", t)
 	err = c.lc.Run(proc)
 	t = r.step("start: libcontainer.Run", t)
 	outW.Close()
 	errW.Close()
+	sio.closeChildEnds()
 	monErr := <-monStarted
 	ctlChild.Close()
 	// Reap the monitor while this process lives; after a restart its
@@ -333,7 +343,17 @@ func (r *Runtime) StartContainer(id string) error {
 		_, _ = proc.Wait()
 		r.step("exit: init reaped after start", started)
 	}()
-	err = unix.Sendmsg(int(ctlParent.Fd()), []byte(strconv.Itoa(pid)), unix.UnixRights(pidfd), nil, 0)
+	fds := []int{pidfd}
+	if p.TTY {
+		master, err := sio.recvMaster()
+		if err != nil {
+			unix.Close(pidfd)
+			return kill(fmt.Errorf("terminal: %w", err))
+		}
+		defer master.Close()
+		fds = append(fds, int(master.Fd()))
+	}
+	err = unix.Sendmsg(int(ctlParent.Fd()), []byte(strconv.Itoa(pid)), unix.UnixRights(fds...), nil, 0)
 	unix.Close(pidfd)
 	if err != nil {
 		_ = c.lc.Signal(killSignal)

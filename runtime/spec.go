@@ -51,6 +51,10 @@ type processSpec struct {
 	GID        int      `json:"gid"`
 	Groups     []int    `json:"groups,omitempty"`
 	StopSignal string   `json:"stopSignal,omitempty"`
+	// Stdin, StdinOnce and TTY are the init's (see ContainerConfig).
+	Stdin     bool `json:"stdin,omitempty"`
+	StdinOnce bool `json:"stdinOnce,omitempty"`
+	TTY       bool `json:"tty,omitempty"`
 }
 
 // resolveCommand applies Kubernetes' rules: command replaces the image's

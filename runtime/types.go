@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"io"
 	"time"
 )
 
@@ -106,6 +107,20 @@ type ContainerConfig struct {
 	Resources     Resources
 	Security      SecurityContext
 	Mounts        []Mount
+	// Stdin keeps the container's stdin open for Attach (else it reads
+	// /dev/null); StdinOnce closes it when the first attach session ends.
+	// TTY gives the container a terminal: its stdout and stderr are then
+	// one stream, logged as stdout.
+	Stdin, StdinOnce, TTY bool
+}
+
+// AttachStreams are an Attach session's ends. Stdin is used only when the
+// container was created with Stdin; its EOF closes the container's stdin
+// (for a TTY, sends it ^D). Resize changes a TTY's size.
+type AttachStreams struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Resize         <-chan TermSize
 }
 
 // State is a container's state.
