@@ -152,10 +152,9 @@ func (a *algorithm) schedule(c *nodeCache, pi *podInfo) (*nodeInfo, *diagnosis) 
 
 // filter appends to out why n cannot run pi; nothing when it can.
 func (a *algorithm) filter(pi *podInfo, n *nodeInfo, out []string) []string {
-	node := n.node
 	p := pi.pod
 	// NodeUnschedulable.
-	if node.Spec.Unschedulable && !tolerates(a.log, pi.tols, &corev1.Taint{Key: corev1.TaintNodeUnschedulable, Effect: corev1.TaintEffectNoSchedule}) {
+	if n.unschedulable && !tolerates(a.log, pi.tols, &corev1.Taint{Key: corev1.TaintNodeUnschedulable, Effect: corev1.TaintEffectNoSchedule}) {
 		return append(out, reasonUnschedulable)
 	}
 	// NodeName.
@@ -165,8 +164,8 @@ func (a *algorithm) filter(pi *podInfo, n *nodeInfo, out []string) []string {
 	// TaintToleration, with a node that is not Ready counting as carrying
 	// the taint the node lifecycle controller gives it.
 	hasReadyTaint := false
-	for i := range node.Spec.Taints {
-		t := &node.Spec.Taints[i]
+	for i := range n.taints {
+		t := &n.taints[i]
 		if t.Key == corev1.TaintNodeNotReady || t.Key == corev1.TaintNodeUnreachable {
 			hasReadyTaint = true
 		}
@@ -177,9 +176,9 @@ func (a *algorithm) filter(pi *podInfo, n *nodeInfo, out []string) []string {
 			return append(out, taintReason(t))
 		}
 	}
-	if n.ready != corev1.ConditionTrue && !hasReadyTaint {
+	if n.ready != readyTrue && !hasReadyTaint {
 		t := corev1.Taint{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule}
-		if n.ready == corev1.ConditionUnknown {
+		if n.ready == readyUnknown {
 			t.Key = corev1.TaintNodeUnreachable
 		}
 		if !tolerates(a.log, pi.tols, &t) {
@@ -188,7 +187,7 @@ func (a *algorithm) filter(pi *podInfo, n *nodeInfo, out []string) []string {
 	}
 	// NodeAffinity (nodeSelector and required terms).
 	if pi.hasRequired {
-		ok, err := pi.required.Match(node)
+		ok, err := pi.required.Match(n.node)
 		if err != nil || !ok {
 			return append(out, reasonAffinity)
 		}
@@ -236,8 +235,11 @@ func (a *algorithm) rawScore(pi *podInfo, n *nodeInfo) candidate {
 	if pi.preferred != nil {
 		c.affinity = pi.preferred.Score(n.node)
 	}
-	for i := range n.node.Spec.Taints {
-		t := &n.node.Spec.Taints[i]
+	if !n.hasPrefer {
+		return c
+	}
+	for i := range n.taints {
+		t := &n.taints[i]
 		if t.Effect != corev1.TaintEffectPreferNoSchedule {
 			continue
 		}

@@ -8,6 +8,17 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
+// readiness is the node's Ready condition as a small value (comparing the
+// condition's string would touch the Node object on every check).
+type readiness uint8
+
+const (
+	readyMissing readiness = iota
+	readyTrue
+	readyFalse
+	readyUnknown
+)
+
 // nodeInfo is the precomputed state of one node: what it offers, what its
 // pods (bound or assumed) take, and the node fields the filters read.
 type nodeInfo struct {
@@ -23,7 +34,12 @@ type nodeInfo struct {
 	owners    map[types.UID]int32 // pods per controller UID
 	pods      map[types.UID]*podInfo
 
-	ready corev1.ConditionStatus // status of the Ready condition, "" when absent
+	// Copies of the node fields the filters read, so a cycle walking many
+	// nodes touches only this struct.
+	ready         readiness
+	unschedulable bool
+	taints        []corev1.Taint
+	hasPrefer     bool // a PreferNoSchedule taint exists
 }
 
 func (n *nodeInfo) setNode(node *corev1.Node) {
@@ -33,10 +49,25 @@ func (n *nodeInfo) setNode(node *corev1.Node) {
 		list = node.Status.Capacity
 	}
 	n.alloc = resourcesOf(list)
-	n.ready = ""
+	n.ready = readyMissing
+	n.unschedulable = node.Spec.Unschedulable
+	n.taints = node.Spec.Taints
+	n.hasPrefer = false
+	for i := range n.taints {
+		if n.taints[i].Effect == corev1.TaintEffectPreferNoSchedule {
+			n.hasPrefer = true
+		}
+	}
 	for i := range node.Status.Conditions {
 		if node.Status.Conditions[i].Type == corev1.NodeReady {
-			n.ready = node.Status.Conditions[i].Status
+			switch node.Status.Conditions[i].Status {
+			case corev1.ConditionTrue:
+				n.ready = readyTrue
+			case corev1.ConditionFalse:
+				n.ready = readyFalse
+			default:
+				n.ready = readyUnknown
+			}
 		}
 	}
 }

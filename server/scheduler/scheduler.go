@@ -42,7 +42,8 @@ type Config struct {
 	// PercentageOfNodesToScore bounds how many feasible nodes a cycle
 	// looks for in large clusters; 0 is upstream's adaptive share.
 	PercentageOfNodesToScore int
-	// BindConcurrency caps binding calls in flight (64).
+	// BindConcurrency caps binding calls in flight (256: the API server
+	// commits concurrent writes together, so more in flight binds faster).
 	BindConcurrency int
 	// InitialBackoff and MaxBackoff bound the per-pod retry back-off
 	// (1 s and 10 s).
@@ -62,7 +63,7 @@ func (c *Config) setDefaults() {
 		c.SchedulerName = DefaultSchedulerName
 	}
 	if c.BindConcurrency <= 0 {
-		c.BindConcurrency = 64
+		c.BindConcurrency = 256
 	}
 	if c.InitialBackoff <= 0 {
 		c.InitialBackoff = time.Second
