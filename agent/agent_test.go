@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +20,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
 )
 
 func TestNodeRegistrationAndLease(t *testing.T) {
@@ -481,5 +487,50 @@ func TestTerminationMessage(t *testing.T) {
 		if cs.State.Terminated == nil || cs.State.Terminated.Message != want {
 			t.Errorf("%s: %s", name, statusString(p))
 		}
+	}
+}
+
+func TestNodeAPIExec(t *testing.T) {
+	h := newHarness(t, nil)
+	h.createPod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "ex"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Command: sh("sleep 3600")}}}})
+	h.waitPod("default", "ex", 30*time.Second, "Running", podRunningReady)
+	srv := httptest.NewServer(h.agent.NodeAPI())
+	defer srv.Close()
+	run := func(stdin string, cmd ...string) (string, string, error) {
+		q := url.Values{"command": cmd, "stdout": {"true"}, "stderr": {"true"}}
+		if stdin != "" {
+			q.Set("stdin", "true")
+		}
+		ex, err := remotecommand.NewWebSocketExecutor(&rest.Config{Host: srv.URL}, "GET", srv.URL+"/exec/default/ex/c?"+q.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out, errOut bytes.Buffer
+		opts := remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut}
+		if stdin != "" {
+			opts.Stdin = strings.NewReader(stdin)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		err = ex.StreamWithContext(ctx, opts)
+		return out.String(), errOut.String(), err
+	}
+	out, errOut, err := run("", "sh", "-c", "echo hi; echo oops >&2; exit 3")
+	var exitErr utilexec.ExitError
+	if out != "hi\n" || errOut != "oops\n" || !errors.As(err, &exitErr) || exitErr.ExitStatus() != 3 {
+		t.Fatalf("exec: out %q err %q error %v", out, errOut, err)
+	}
+	out, _, err = run("piped input", "cat")
+	if err != nil || out != "piped input" {
+		t.Fatalf("exec with stdin: %q %v", out, err)
+	}
+	resp, err := http.Get(srv.URL + "/exec/default/ex/c?command=true&stdout=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("plain HTTP exec: %d", resp.StatusCode)
 	}
 }

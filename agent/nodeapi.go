@@ -16,8 +16,10 @@ import (
 //
 //	GET containerLogs/<ns>/<pod>/<container>?follow&tailLines&sinceSeconds&sinceTime&timestamps&previous&limitBytes
 //
-// Paths may carry a leading "/". exec, attach and portForward answer 501
-// until their streaming protocols are served.
+//	GET exec/<ns>/<pod>/<container>?command=...&stdin&stdout&stderr&tty   (WebSocket v5/v4.channel.k8s.io)
+//
+// Paths may carry a leading "/". attach and portForward answer 501 until
+// their streaming protocols are served.
 func (a *Agent) NodeAPI() http.Handler {
 	return http.HandlerFunc(a.serveNode)
 }
@@ -32,7 +34,13 @@ func (a *Agent) serveNode(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		a.serveLogs(w, r, parts[1], parts[2], parts[3])
-	case "exec", "attach", "portForward":
+	case "exec":
+		if len(parts) != 4 {
+			http.Error(w, "expected exec/<namespace>/<pod>/<container>", http.StatusBadRequest)
+			return
+		}
+		a.serveExec(w, r, parts[1], parts[2], parts[3])
+	case "attach", "portForward":
 		http.Error(w, parts[0]+" is not supported by this node yet", http.StatusNotImplemented)
 	default:
 		http.NotFound(w, r)
