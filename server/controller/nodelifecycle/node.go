@@ -30,7 +30,7 @@ func (c *Controller) syncNode(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("get node %s: %w", name, err)
 	}
-	if c.stale(node) {
+	if c.stale(node) && !alreadyUnknown(node) {
 		if node, err = c.markUnknown(ctx, name); err != nil {
 			return err
 		}
@@ -61,6 +61,13 @@ func (c *Controller) stale(node *corev1.Node) bool {
 		return false
 	}
 	return now.Sub(p.changed) > c.cfg.GracePeriod
+}
+
+// alreadyUnknown: the node's Ready condition says Unknown already (so a
+// stale node is not re-read from the API every monitor period).
+func alreadyUnknown(node *corev1.Node) bool {
+	r := condition(node, corev1.NodeReady)
+	return r != nil && r.Status == corev1.ConditionUnknown
 }
 
 func condition(node *corev1.Node, t corev1.NodeConditionType) *corev1.NodeCondition {
