@@ -127,8 +127,9 @@ func (r *Runtime) CreateContainer(podUID string, cfg ContainerConfig) (_ string,
 	}()
 	t = r.step("create: validate", t)
 	rootfs := filepath.Join(dir, "rootfs")
-	for _, d := range []string{"upper", "work", "rootfs"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+	// (Plain mkdirs: the containers dir exists and the ID is new.)
+	for _, d := range []string{dir, filepath.Join(dir, "upper"), filepath.Join(dir, "work"), rootfs} {
+		if err := os.Mkdir(d, 0o755); err != nil {
 			return "", fmt.Errorf("create container %s: %w", cfg.Name, err)
 		}
 	}

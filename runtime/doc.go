@@ -12,7 +12,16 @@
 // writes the CRI log file, and holds a pidfd of the container's init from
 // which it records the exit status in a file once the init exits, whoever
 // reaps it. A new Runtime on the same state directory re-adopts what is there
-// (Recover) and removes what belongs to no container (the sweep).
+// (Recover) and removes what belongs to no container (the sweep). The monitor
+// also serves the container's attach socket: with ContainerConfig.Stdin it
+// holds the write end of the container's stdin, with TTY the terminal's
+// master, and [Runtime.Attach] sessions connect to them.
+//
+// Starting and removing a container is kept short: the monitor starts while
+// libcontainer starts the container (it gets the init's pidfd afterwards),
+// the overlay rootfs is volatile (no sync of its upper dir on unmount), and a
+// removed container's dir is renamed into <StateDir>/trash and deleted in
+// the background (RemoveSandbox waits for that; Recover empties the trash).
 //
 // The binary that links this package must call [MaybeInit] first thing in
 // main (and test binaries in TestMain): when it is re-executed as a
