@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -123,5 +124,27 @@ func TestUnschedulablePatchesConditionOnce(t *testing.T) {
 	f.s.nodeAdded(testNode("n2", 16, 8, 110, nil))
 	if f.s.unsched.len() != 0 {
 		t.Fatal("node add did not flush")
+	}
+}
+
+func TestParkedPodsRetriedPeriodically(t *testing.T) {
+	f := newFixture(t, []*corev1.Node{testNode("n1", 1, 8, 110, nil)}, []*corev1.Pod{testPod("default", "p", 8000, 0)})
+	if !f.s.scheduleNext(context.Background()) || f.s.unsched.len() != 1 {
+		t.Fatal("not parked")
+	}
+	f.s.unsched.moveOlder(time.Now().Add(-time.Hour), f.s.queue)
+	if f.s.unsched.len() != 1 {
+		t.Fatal("a fresh pod was retried")
+	}
+	f.s.unsched.moveOlder(time.Now().Add(time.Second), f.s.queue)
+	if f.s.unsched.len() != 0 {
+		t.Fatal("old pod not retried")
+	}
+	// It comes back after its back-off, not at once.
+	if f.s.queue.Len() != 0 {
+		t.Fatal("retried without back-off")
+	}
+	if f.s.queue.NumRequeues("default/p") != 1 {
+		t.Fatalf("requeues %d", f.s.queue.NumRequeues("default/p"))
 	}
 }

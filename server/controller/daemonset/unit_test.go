@@ -201,3 +201,27 @@ func TestTemplateHashStable(t *testing.T) {
 		t.Fatal("sameData")
 	}
 }
+
+func TestFailedPodReplacedAfterBackoff(t *testing.T) {
+	ds := withUID(daemonSet("agent", nil))
+	f0 := newFixture(t, ds.DeepCopy(), node("a", nil))
+	f0.sync("default/agent")
+	rev := f0.created("controllerrevisions")[0].(*appsv1.ControllerRevision)
+	p := newPod(ds, "a", rev.Labels[hashLabel])
+	p.Name, p.GenerateName, p.UID, p.Spec.NodeName = "failed", "", "uid-failed", "a"
+	p.Status.Phase = corev1.PodFailed
+	f := newFixture(t, ds, rev, node("a", nil), p)
+	f.sync("default/agent")
+	deleted := false
+	for _, a := range f.client.Actions() {
+		if a.GetVerb() == "delete" && a.GetResource().Resource == "pods" && a.(core.DeleteAction).GetName() == "failed" {
+			deleted = true
+		}
+	}
+	if !deleted {
+		t.Fatal("failed pod not deleted")
+	}
+	if w := f.c.failed.wait("default/agent/a", time.Now()); w <= 0 {
+		t.Fatal("no back-off before the replacement")
+	}
+}
