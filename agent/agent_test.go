@@ -534,3 +534,28 @@ func TestNodeAPIExec(t *testing.T) {
 		t.Errorf("plain HTTP exec: %d", resp.StatusCode)
 	}
 }
+
+func TestNodeAPIAttach(t *testing.T) {
+	h := newHarness(t, nil)
+	h.createPod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "att"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "c",
+			Command: sh("while read l; do echo got:$l; done"), Stdin: true, StdinOnce: true}}}})
+	h.waitPod("default", "att", 30*time.Second, "Running", podRunningReady)
+	srv := httptest.NewServer(h.agent.NodeAPI())
+	defer srv.Close()
+	ex, err := remotecommand.NewWebSocketExecutor(&rest.Config{Host: srv.URL}, "GET", srv.URL+"/attach/default/att/c?stdin=true&stdout=true&stderr=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: strings.NewReader("one\ntwo\n"), Stdout: &out, Stderr: &out}); err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if out.String() != "got:one\ngot:two\n" {
+		t.Fatalf("attach output %q", out.String())
+	}
+	// stdinOnce: the end of the session closed its stdin, so it completes.
+	h.waitPod("default", "att", 20*time.Second, "Succeeded", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+}

@@ -133,6 +133,7 @@ type Runtime interface {
 	StopContainer(ctx context.Context, id string, grace time.Duration) error
 	RemoveContainer(id string) error
 	Exec(ctx context.Context, id string, opts runtime.ExecOptions) (int, error)
+	Attach(ctx context.Context, id string, s runtime.AttachStreams) error
 	Logs(ctx context.Context, id string, opts runtime.LogOptions, w io.Writer) error
 }
 

@@ -34,10 +34,12 @@ func execProtocols() map[string]wsstream.ChannelProtocolConfig {
 	}
 }
 
-// serveExec runs a command in a container over a WebSocket remote command
-// stream: exec/<ns>/<pod>/<container>?command=...&stdin&stdout&stderr&tty
-// (the kubelet's input/output/error names are accepted too).
-func (a *Agent) serveExec(w http.ResponseWriter, r *http.Request, ns, name, container string) {
+// serveExec runs a command in a container (attach=false) or attaches to
+// its main process (attach=true) over a WebSocket remote command stream:
+// exec/<ns>/<pod>/<container>?command=...&stdin&stdout&stderr&tty and
+// attach/<ns>/<pod>/<container>?stdin&stdout&stderr&tty (the kubelet's
+// input/output/error names are accepted too).
+func (a *Agent) serveExec(w http.ResponseWriter, r *http.Request, ns, name, container string, attach bool) {
 	q := r.URL.Query()
 	flag := func(names ...string) bool {
 		for _, n := range names {
@@ -48,7 +50,7 @@ func (a *Agent) serveExec(w http.ResponseWriter, r *http.Request, ns, name, cont
 		return false
 	}
 	cmd := q["command"]
-	if len(cmd) == 0 {
+	if len(cmd) == 0 && !attach {
 		http.Error(w, "you must specify at least one command for the container", http.StatusBadRequest)
 		return
 	}
@@ -84,8 +86,9 @@ func (a *Agent) serveExec(w http.ResponseWriter, r *http.Request, ns, name, cont
 	if stderr && !tty {
 		opts.Stderr = streams[chanStderr]
 	}
+	var resize chan runtime.TermSize
 	if tty {
-		resize := make(chan runtime.TermSize, 1)
+		resize = make(chan runtime.TermSize, 1)
 		opts.Resize = resize
 		go func() {
 			defer close(resize)
@@ -102,6 +105,11 @@ func (a *Agent) serveExec(w http.ResponseWriter, r *http.Request, ns, name, cont
 				}
 			}
 		}()
+	}
+	if attach {
+		err := a.rt.Attach(r.Context(), id, runtime.AttachStreams{Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr, Resize: resize})
+		writeExecStatus(streams[chanError], 0, err)
+		return
 	}
 	code, err := a.rt.Exec(r.Context(), id, opts)
 	writeExecStatus(streams[chanError], code, err)

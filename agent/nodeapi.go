@@ -17,9 +17,10 @@ import (
 //	GET containerLogs/<ns>/<pod>/<container>?follow&tailLines&sinceSeconds&sinceTime&timestamps&previous&limitBytes
 //
 //	GET exec/<ns>/<pod>/<container>?command=...&stdin&stdout&stderr&tty   (WebSocket v5/v4.channel.k8s.io)
+//	GET attach/<ns>/<pod>/<container>?stdin&stdout&stderr&tty             (same protocol)
 //
-// Paths may carry a leading "/". attach and portForward answer 501 until
-// their streaming protocols are served.
+// Paths may carry a leading "/". portForward answers 501 until its
+// streaming protocol is served.
 func (a *Agent) NodeAPI() http.Handler {
 	return http.HandlerFunc(a.serveNode)
 }
@@ -34,13 +35,13 @@ func (a *Agent) serveNode(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		a.serveLogs(w, r, parts[1], parts[2], parts[3])
-	case "exec":
+	case "exec", "attach":
 		if len(parts) != 4 {
-			http.Error(w, "expected exec/<namespace>/<pod>/<container>", http.StatusBadRequest)
+			http.Error(w, "expected "+parts[0]+"/<namespace>/<pod>/<container>", http.StatusBadRequest)
 			return
 		}
-		a.serveExec(w, r, parts[1], parts[2], parts[3])
-	case "attach", "portForward":
+		a.serveExec(w, r, parts[1], parts[2], parts[3], parts[0] == "attach")
+	case "portForward":
 		http.Error(w, parts[0]+" is not supported by this node yet", http.StatusNotImplemented)
 	default:
 		http.NotFound(w, r)

@@ -664,6 +664,7 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *core
 			Cmd: img.Config.Cmd, WorkingDir: img.Config.WorkingDir, StopSignal: img.Config.StopSignal},
 		Command: cmd, Args: args, Env: env, WorkingDir: c.WorkingDir,
 		Resources: resources(c), Security: sec, Mounts: mounts,
+		Stdin: c.Stdin, StdinOnce: c.StdinOnce, TTY: c.TTY,
 	}
 	id, err := w.a.rt.CreateContainer(string(pod.UID), cfg)
 	if err != nil {
