@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -20,6 +21,10 @@ func main() {
 	// When libcontainer re-executes orch as a container's init, this
 	// becomes that init and never returns.
 	runtimeInitHook()
+	// Installed as a `kubectl` symlink, orch is kubectl.
+	if filepath.Base(os.Args[0]) == "kubectl" {
+		os.Args = append([]string{os.Args[0], "kubectl"}, os.Args[1:]...)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -356,3 +356,35 @@ func TestJSONListMatchesSerializer(t *testing.T) {
 		t.Fatal("fast JSON list differs from the serializer's")
 	}
 }
+
+func TestServerSideApplyLegacyDeployment(t *testing.T) {
+	ts := newTestServer(t)
+	body := `apiVersion: extensions/v1beta1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  template:
+    metadata:
+      labels: {name: web}
+    spec:
+      containers:
+      - {name: web, image: web-python:v1}
+`
+	req, _ := http.NewRequest(http.MethodPatch, ts.http.URL+"/apis/extensions/v1beta1/namespaces/default/deployments/web?fieldManager=test", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/apply-patch+yaml")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("apply: %d %s", resp.StatusCode, b)
+	}
+	d, err := ts.client.AppsV1().Deployments("default").Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil || d.Spec.Selector == nil || d.Spec.Selector.MatchLabels["name"] != "web" {
+		t.Fatalf("selector not defaulted: %v %+v", err, d)
+	}
+}

@@ -156,6 +156,17 @@ func (s *Server) apply(ctx context.Context, sv *served, ri requestInfo, body []b
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(patchObj.Object, typed); err != nil {
 			return nil, 0, apierrors.NewBadRequest(err.Error())
 		}
+		if sv.legacyDefaults != nil {
+			// Only what the configuration leaves out and the old version
+			// defaulted (the selector from the template's labels) is added.
+			hadSelector := legacySelector(typed) != nil
+			sv.legacyDefaults(typed)
+			if sel := legacySelector(typed); sel != nil && !hadSelector {
+				if err := unstructured.SetNestedField(patchObj.Object, sel, "spec", "selector"); err != nil {
+					return nil, 0, apierrors.NewBadRequest(err.Error())
+				}
+			}
+		}
 		patchObj.SetAPIVersion(k.gvk.GroupVersion().String())
 	}
 	if o.fieldValidation == "Strict" {
@@ -217,4 +228,18 @@ func (s *Server) apply(ctx context.Context, sv *served, ri requestInfo, body []b
 		}
 		return out, http.StatusOK, err
 	}
+}
+
+// legacySelector is the spec.selector of an old-version Deployment as
+// unstructured content, or nil.
+func legacySelector(obj runtime.Object) map[string]interface{} {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil
+	}
+	sel, ok, _ := unstructured.NestedMap(u, "spec", "selector")
+	if !ok {
+		return nil
+	}
+	return sel
 }
