@@ -36,6 +36,8 @@ func serverFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "tls-san", EnvVars: envs("tls-san"), Usage: "extra host names or IPs in the serving certificate"},
 		&cli.BoolFlag{Name: "disable-agent", EnvVars: envs("disable-agent"), Usage: "run the control plane only, no workloads on this machine"},
 		&cli.StringFlag{Name: "cgroup-root", Value: "/orch", EnvVars: envs("cgroup-root"), Usage: "cgroup parent of the pods"},
+		&cli.Int64Flag{Name: "default-not-ready-toleration-seconds", Value: 300, EnvVars: envs("default-not-ready-toleration-seconds"), Usage: "tolerationSeconds of the not-ready NoExecute toleration every pod gets"},
+		&cli.Int64Flag{Name: "default-unreachable-toleration-seconds", Value: 300, EnvVars: envs("default-unreachable-toleration-seconds"), Usage: "tolerationSeconds of the unreachable NoExecute toleration every pod gets (how long pods of a lost node wait before they are replaced)"},
 		&cli.StringFlag{Name: "resolv-conf", Value: "/etc/resolv.conf", EnvVars: envs("resolv-conf"), Usage: "upstream resolvers of cluster DNS and of dnsPolicy Default pods"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: envs("log-level"), Usage: "debug, info, warn or error"},
 	}
@@ -67,16 +69,18 @@ func serverCommand() *cli.Command {
 
 func serverConfig(c *cli.Context) (server.Config, error) {
 	cfg := server.Config{
-		DataDir:         c.String("data-dir"),
-		HTTPSPort:       c.Int("https-listen-port"),
-		NodeName:        c.String("node-name"),
-		Token:           c.String("token"),
-		WriteKubeconfig: c.String("write-kubeconfig"),
-		TLSSANs:         c.StringSlice("tls-san"),
-		Version:         version,
-		DisableAgent:    c.Bool("disable-agent"),
-		CgroupRoot:      c.String("cgroup-root"),
-		ResolvConf:      c.String("resolv-conf"),
+		DataDir:                      c.String("data-dir"),
+		HTTPSPort:                    c.Int("https-listen-port"),
+		NodeName:                     c.String("node-name"),
+		Token:                        c.String("token"),
+		WriteKubeconfig:              c.String("write-kubeconfig"),
+		TLSSANs:                      c.StringSlice("tls-san"),
+		Version:                      version,
+		DisableAgent:                 c.Bool("disable-agent"),
+		CgroupRoot:                   c.String("cgroup-root"),
+		ResolvConf:                   c.String("resolv-conf"),
+		NotReadyTolerationSeconds:    c.Int64("default-not-ready-toleration-seconds"),
+		UnreachableTolerationSeconds: c.Int64("default-unreachable-toleration-seconds"),
 	}
 	var err error
 	if cfg.BindAddress, err = optAddr(c, "bind-address"); err != nil {

@@ -52,6 +52,9 @@ type Config struct {
 	DisableAgent        bool
 	// CgroupRoot is the cgroup parent of the pods of the embedded agent.
 	CgroupRoot string
+	// NotReadyTolerationSeconds and UnreachableTolerationSeconds set the
+	// default NoExecute tolerations of pods (300 s).
+	NotReadyTolerationSeconds, UnreachableTolerationSeconds int64
 	// ResolvConf lists the upstream resolvers of cluster DNS and of pods
 	// with dnsPolicy Default (default /etc/resolv.conf).
 	ResolvConf string
@@ -148,6 +151,9 @@ func (s *Server) Run(ctx context.Context) error {
 		NodePortMin: cfg.NodePortMin,
 		NodePortMax: cfg.NodePortMax,
 		Version:     versionInfo(cfg.Version),
+
+		NotReadyTolerationSeconds:    cfg.NotReadyTolerationSeconds,
+		UnreachableTolerationSeconds: cfg.UnreachableTolerationSeconds,
 		Ready: func() error {
 			if !s.ready.Load() {
 				return errors.New("starting")

@@ -40,7 +40,7 @@ func (s *Server) admitCreate(ctx context.Context, k *kind, obj runtime.Object, m
 			return s.alloc.allocate(ctx, o, nil)
 		}
 	case *corev1.Pod:
-		addDefaultTolerations(&o.Spec)
+		addDefaultTolerations(&o.Spec, s.cfg.NotReadyTolerationSeconds, s.cfg.UnreachableTolerationSeconds)
 	}
 	return nil
 }
@@ -68,8 +68,9 @@ func (s *Server) releaseOnDelete(ctx context.Context, k *kind, obj runtime.Objec
 }
 
 // addDefaultTolerations gives pods the not-ready and unreachable NoExecute
-// tolerations of 300 s, as upstream's DefaultTolerationSeconds admission.
-func addDefaultTolerations(spec *corev1.PodSpec) {
+// tolerations (300 s by default), as upstream's DefaultTolerationSeconds
+// admission.
+func addDefaultTolerations(spec *corev1.PodSpec, notReady, unreachable int64) {
 	has := map[string]bool{}
 	for _, t := range spec.Tolerations {
 		if t.Effect == corev1.TaintEffectNoExecute || t.Effect == "" {
@@ -79,8 +80,14 @@ func addDefaultTolerations(spec *corev1.PodSpec) {
 			return
 		}
 	}
-	secs := int64(300)
-	for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+	for _, d := range []struct {
+		key  string
+		secs int64
+	}{{corev1.TaintNodeNotReady, notReady}, {corev1.TaintNodeUnreachable, unreachable}} {
+		key, secs := d.key, d.secs
+		if secs <= 0 {
+			secs = 300
+		}
 		if !has[key] {
 			spec.Tolerations = append(spec.Tolerations, corev1.Toleration{
 				Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr(secs),

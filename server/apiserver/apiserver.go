@@ -44,6 +44,10 @@ type Config struct {
 	OpenAPI http.Handler
 	// Extra handles paths the API server does not know (nil: 404).
 	Extra http.Handler
+	// NotReadyTolerationSeconds and UnreachableTolerationSeconds are the
+	// tolerationSeconds of the default NoExecute tolerations pods get (300
+	// when zero).
+	NotReadyTolerationSeconds, UnreachableTolerationSeconds int64
 	// Ready reports readiness beyond the API server's own (nil: always).
 	Ready func() error
 }
