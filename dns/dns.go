@@ -23,7 +23,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
@@ -189,32 +190,17 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}()
 
 	custom := make(chan map[string]string, 1)
-	factory := informers.NewSharedInformerFactoryWithOptions(s.client, 0, informers.WithNamespace(s.cfg.CustomNamespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.cfg.CustomName).String()
-		}))
-	cmInf := factory.Core().V1().ConfigMaps().Informer()
-	push := func(data map[string]string) {
-		select {
-		case <-custom:
-		default:
-		}
-		custom <- data
-	}
-	if _, err := cmInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { push(configMapData(o)) },
-		UpdateFunc: func(_, o any) { push(configMapData(o)) },
-		DeleteFunc: func(any) { push(map[string]string{}) },
-	}); err != nil {
-		return fmt.Errorf("dns: configmap handler: %w", err)
-	}
-	factory.Start(feedCtx.Done())
-	defer factory.Shutdown()
+	cm := newCustomWatch(s.client, s.cfg.CustomNamespace, s.cfg.CustomName, custom)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cm.reflector.RunWithContext(feedCtx)
+	}()
 
 	// Answer complete data from the start when the API is reachable, but do
 	// not hold the node's DNS hostage to it.
 	syncCtx, syncDone := context.WithTimeout(ctx, s.cfg.SyncTimeout)
-	for !s.index.Synced() || !cmInf.HasSynced() {
+	for !s.index.Synced() || !cm.synced() {
 		select {
 		case <-syncCtx.Done():
 		case <-time.After(10 * time.Millisecond):
@@ -343,10 +329,74 @@ func stopInstance(inst *caddy.Instance) error {
 	return errors.Join(errs...)
 }
 
-func configMapData(o any) map[string]string {
-	cm, ok := o.(*corev1.ConfigMap)
-	if !ok {
-		return map[string]string{}
+// customWatch follows the coredns-custom ConfigMap with a reflector (no
+// informer cache) and sends each new Data on out, dropping any unread one.
+type customWatch struct {
+	reflector *cache.Reflector
+	out       chan map[string]string
+	mu        sync.Mutex
+	listed    bool
+}
+
+func newCustomWatch(client kubernetes.Interface, ns, name string, out chan map[string]string) *customWatch {
+	w := &customWatch{out: out}
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	cms := client.CoreV1().ConfigMaps(ns)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return cms.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return cms.Watch(ctx, o)
+		},
 	}
-	return cm.Data
+	w.reflector = cache.NewReflectorWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), &corev1.ConfigMap{}, w,
+		cache.ReflectorOptions{Name: "dns-coredns-custom"})
+	return w
+}
+
+func (w *customWatch) synced() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.listed
+}
+
+func (w *customWatch) push(data map[string]string) {
+	if data == nil {
+		data = map[string]string{}
+	}
+	select {
+	case <-w.out:
+	default:
+	}
+	w.out <- data
+}
+
+func (w *customWatch) Add(obj any) error {
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return fmt.Errorf("dns: unexpected %T in coredns-custom watch", obj)
+	}
+	w.push(cm.Data)
+	return nil
+}
+
+func (w *customWatch) Update(obj any) error { return w.Add(obj) }
+func (w *customWatch) Delete(any) error     { w.push(nil); return nil }
+func (w *customWatch) Resync() error        { return nil }
+
+func (w *customWatch) Replace(list []any, _ string) error {
+	var data map[string]string
+	for _, obj := range list {
+		if cm, ok := obj.(*corev1.ConfigMap); ok {
+			data = cm.Data
+		}
+	}
+	w.push(data)
+	w.mu.Lock()
+	w.listed = true
+	w.mu.Unlock()
+	return nil
 }
