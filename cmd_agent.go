@@ -16,9 +16,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/orch-dev/orch/agent"
 	"github.com/orch-dev/orch/agent/podnet"
+	"github.com/orch-dev/orch/dns"
+	"github.com/orch-dev/orch/netproxy"
+	"github.com/orch-dev/orch/server/tunnel"
 )
 
 func agentFlags() []cli.Flag {
@@ -36,6 +40,7 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cluster-cidr", Value: "10.42.0.0/16", EnvVars: envs("cluster-cidr"), Usage: "pod IP range of the cluster (the server's --cluster-cidr)"},
 		&cli.StringFlag{Name: "flannel-backend", Value: "vxlan", EnvVars: envs("flannel-backend"), Usage: "how pod traffic crosses nodes: vxlan, host-gw or none"},
 		&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", EnvVars: envs("cluster-dns"), Usage: "nameserver of ClusterFirst pods"},
+		&cli.StringFlag{Name: "resolv-conf", Value: "/etc/resolv.conf", EnvVars: envs("resolv-conf"), Usage: "upstream resolvers of cluster DNS and of dnsPolicy Default pods"},
 		&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", EnvVars: envs("cluster-domain"), Usage: "cluster DNS domain"},
 		&cli.StringFlag{Name: "private-registry", Value: "/etc/orch/registries.yaml", EnvVars: envs("private-registry"), Usage: "registry mirrors and credentials"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: envs("log-level"), Usage: "debug, info, warn or error"},
@@ -79,9 +84,30 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			tlsCfg, err := rest.TLSConfigFor(rc)
+			if err != nil {
+				return fmt.Errorf("agent: TLS: %w", err)
+			}
+			tun, err := tunnel.NewClient(tunnel.ClientConfig{Server: join.ServerURL, TLS: tlsCfg}, a.NodeAPI(), log.With("component", "tunnel"))
+			if err != nil {
+				return err
+			}
+			proxy, err := netproxy.New(netproxy.Config{NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, ClusterCIDR: netCfg.ClusterCIDR},
+				client, log.With("component", "netproxy"))
+			if err != nil {
+				return err
+			}
+			clusterDNS, err := dns.New(dns.Config{Domain: cfg.ClusterDomain, Addrs: []netip.Addr{cfg.ClusterDNS}, Port: 53,
+				Interface: "orch-dns", ResolvConf: cfg.ResolvConf}, client, log.With("component", "dns"))
+			if err != nil {
+				return err
+			}
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return local.Run(ctx) })
 			g.Go(func() error { return a.Run(ctx) })
+			g.Go(func() error { return tun.Run(ctx) })
+			g.Go(func() error { return proxy.Run(ctx) })
+			g.Go(func() error { return clusterDNS.Run(ctx) })
 			if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 				return err
 			}
@@ -155,6 +181,7 @@ func agentConfig(c *cli.Context) (agent.Config, agent.JoinConfig, error) {
 		return cfg, join, fmt.Errorf("--cluster-dns: %w", err)
 	}
 	cfg.ClusterDomain = c.String("cluster-domain")
+	cfg.ResolvConf = c.String("resolv-conf")
 	cfg.Version = version
 	join = agent.JoinConfig{ServerURL: server, Token: token, NodeName: cfg.NodeName, Dir: filepath.Join(cfg.DataDir, "agent")}
 	return cfg, join, nil
