@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +142,7 @@ func start(t *testing.T, ns lab.NS, api *apitest.Server, cfg Config) *harness {
 				t.Errorf("Run: %v", err)
 			}
 		case <-time.After(20 * time.Second):
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 			t.Error("Run did not return")
 		}
 	})
@@ -402,8 +404,14 @@ func TestEndToEnd(t *testing.T) {
 
 	// Stopping removes the interface the server created.
 	h.cancel()
-	if err := <-h.done; err != nil {
-		t.Fatalf("Run: %v", err)
+	select {
+	case err := <-h.done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		t.Fatal("Run did not return")
 	}
 	h.done <- nil
 	nh, err := ns.Handle()
