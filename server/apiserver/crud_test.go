@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -386,5 +387,38 @@ spec:
 	d, err := ts.client.AppsV1().Deployments("default").Get(context.Background(), "web", metav1.GetOptions{})
 	if err != nil || d.Spec.Selector == nil || d.Spec.Selector.MatchLabels["name"] != "web" {
 		t.Fatalf("selector not defaulted: %v %+v", err, d)
+	}
+}
+
+func TestBindingAndEviction(t *testing.T) {
+	ts := newTestServer(t)
+	ctx := context.Background()
+	pods := ts.client.CoreV1().Pods("default")
+	if _, err := pods.Create(ctx, testPod("b"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bind := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "default"}, Target: corev1.ObjectReference{Kind: "Node", Name: "n1"}}
+	if err := pods.Bind(ctx, bind, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pods.Get(ctx, "b", metav1.GetOptions{})
+	if err != nil || p.Spec.NodeName != "n1" {
+		t.Fatalf("bound pod: %v %q", err, p.Spec.NodeName)
+	}
+	if err := pods.Bind(ctx, bind, metav1.CreateOptions{}); !apierrors.IsConflict(err) {
+		t.Fatalf("second bind: %v", err)
+	}
+	wrong := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "other"}, Target: corev1.ObjectReference{Kind: "Node", Name: "n1"}}
+	req := ts.client.CoreV1().RESTClient().Post().Namespace("default").Resource("pods").Name("b").SubResource("binding").Body(wrong)
+	if err := req.Do(ctx).Error(); !apierrors.IsBadRequest(err) {
+		t.Fatalf("binding naming another pod: %v", err)
+	}
+	zero := int64(0)
+	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "default"}, DeleteOptions: &metav1.DeleteOptions{GracePeriodSeconds: &zero}}
+	if err := ts.client.PolicyV1().Evictions("default").Evict(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pods.Get(ctx, "b", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("evicted pod: %v", err)
 	}
 }

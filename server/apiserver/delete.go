@@ -193,10 +193,7 @@ func (s *Server) serveDeleteCollection(w http.ResponseWriter, r *http.Request, s
 		s.writeError(w, r, err)
 		return
 	}
-	f, err := parseFilter(r)
-	if err == nil {
-		err = checkFieldSelector(sv.k, f)
-	}
+	f, err := requestFilter(r, sv.k)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

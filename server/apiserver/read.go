@@ -86,6 +86,16 @@ func (f filter) matches(k *kind, obj runtime.Object) bool {
 	return f.fields.Matches(k.objectFields(obj, m))
 }
 
+// requestFilter parses a request's selectors and checks the field
+// selector against what the kind indexes.
+func requestFilter(r *http.Request, k *kind) (filter, error) {
+	f, err := parseFilter(r)
+	if err == nil {
+		err = checkFieldSelector(k, f)
+	}
+	return f, err
+}
+
 // checkFieldSelector refuses field selectors on fields the kind does not
 // index, as upstream does.
 func checkFieldSelector(k *kind, f filter) error {
@@ -220,10 +230,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, sv *served, r
 		s.writeError(w, r, err)
 		return
 	}
-	f, err := parseFilter(r)
-	if err == nil {
-		err = checkFieldSelector(sv.k, f)
-	}
+	f, err := requestFilter(r, sv.k)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -309,10 +316,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 		s.writeError(w, r, apierrors.NewBadRequest("no streaming support for "+out.info.MediaType))
 		return
 	}
-	f, err := parseFilter(r)
-	if err == nil {
-		err = checkFieldSelector(sv.k, f)
-	}
+	f, err := requestFilter(r, sv.k)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

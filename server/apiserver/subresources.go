@@ -52,29 +52,16 @@ func (s *Server) serveSubresource(w http.ResponseWriter, r *http.Request, sv *se
 }
 
 func (s *Server) serveBinding(w http.ResponseWriter, r *http.Request, sv *served, ri requestInfo) {
-	if r.Method != http.MethodPost {
-		s.writeError(w, r, apierrors.NewMethodNotSupported(sv.k.gr, r.Method))
-		return
-	}
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	b := &corev1.Binding{}
-	if err := s.decodeAny(body, corev1.SchemeGroupVersion.WithKind("Binding"), b); err != nil {
-		s.writeError(w, r, apierrors.NewBadRequest(fmt.Sprintf("invalid Binding: %v", err)))
-		return
-	}
-	if b.Name != "" && b.Name != ri.name {
-		s.writeError(w, r, apierrors.NewBadRequest("name in URL does not match name in Binding object"))
+	if err := s.readPosted(r, sv, ri, corev1.SchemeGroupVersion.WithKind("Binding"), b); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	if b.Target.Name == "" || (b.Target.Kind != "" && b.Target.Kind != "Node") {
 		s.writeError(w, r, apierrors.NewInvalid(corev1.SchemeGroupVersion.WithKind("Binding").GroupKind(), ri.name, nil))
 		return
 	}
-	_, err = s.objs.guaranteedUpdate(r.Context(), sv.k, ri.namespace, ri.name, func(cur runtime.Object) (runtime.Object, error) {
+	_, err := s.objs.guaranteedUpdate(r.Context(), sv.k, ri.namespace, ri.name, func(cur runtime.Object) (runtime.Object, error) {
 		p := cur.(*corev1.Pod)
 		if p.DeletionTimestamp != nil {
 			return nil, apierrors.NewConflict(sv.k.gr, ri.name, fmt.Errorf("pod %s is being deleted, cannot be assigned to a host", ri.name))
@@ -116,22 +103,9 @@ func setPodCondition(st *corev1.PodStatus, c corev1.PodCondition) {
 }
 
 func (s *Server) serveEviction(w http.ResponseWriter, r *http.Request, sv *served, ri requestInfo) {
-	if r.Method != http.MethodPost {
-		s.writeError(w, r, apierrors.NewMethodNotSupported(sv.k.gr, r.Method))
-		return
-	}
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	ev := &policyv1.Eviction{}
-	if err := s.decodeAny(body, policyv1.SchemeGroupVersion.WithKind("Eviction"), ev); err != nil {
-		s.writeError(w, r, apierrors.NewBadRequest(fmt.Sprintf("invalid Eviction: %v", err)))
-		return
-	}
-	if ev.Name != "" && ev.Name != ri.name {
-		s.writeError(w, r, apierrors.NewBadRequest("name in URL does not match name in Eviction object"))
+	if err := s.readPosted(r, sv, ri, policyv1.SchemeGroupVersion.WithKind("Eviction"), ev); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	opts := ev.DeleteOptions
@@ -311,4 +285,23 @@ func (s *Server) serveScale(w http.ResponseWriter, r *http.Request, sv *served, 
 func (s *Server) decodeAny(body []byte, gvk schema.GroupVersionKind, into runtime.Object) error {
 	_, _, err := s.codecs.UniversalDeserializer().Decode(body, &gvk, into)
 	return err
+}
+
+// readPosted reads the body of a POST to a subresource (Binding, Eviction)
+// into into, checking the method and that the body names the URL's object.
+func (s *Server) readPosted(r *http.Request, sv *served, ri requestInfo, gvk schema.GroupVersionKind, into runtime.Object) error {
+	if r.Method != http.MethodPost {
+		return apierrors.NewMethodNotSupported(sv.k.gr, r.Method)
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	if err := s.decodeAny(body, gvk, into); err != nil {
+		return apierrors.NewBadRequest(fmt.Sprintf("invalid %s: %v", gvk.Kind, err))
+	}
+	if m, err := meta.Accessor(into); err == nil && m.GetName() != "" && m.GetName() != ri.name {
+		return apierrors.NewBadRequest("name in URL does not match name in " + gvk.Kind + " object")
+	}
+	return nil
 }
