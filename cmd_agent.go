@@ -107,7 +107,14 @@ func agentCommand() *cli.Command {
 			g.Go(func() error { return a.Run(ctx) })
 			g.Go(func() error { return tun.Run(ctx) })
 			g.Go(func() error { return proxy.Run(ctx) })
-			g.Go(func() error { return clusterDNS.Run(ctx) })
+			g.Go(func() error {
+				// Cluster DNS failing (a forwarding loop, say) must not take
+				// the node's pods down with it.
+				if err := clusterDNS.Run(ctx); err != nil && ctx.Err() == nil {
+					log.Error("cluster DNS stopped", "err", err)
+				}
+				return nil
+			})
 			if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"k8s.io/klog/v2"
 
 	"github.com/orch-dev/orch/server"
 )
@@ -149,10 +150,14 @@ func prefix(c *cli.Context, name string) (netip.Prefix, error) {
 	return p, nil
 }
 
+// newLogger returns the process's logger; the libraries that log through
+// klog (client-go's reflectors) are routed into it too.
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: %w", level, err)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	klog.SetSlogLogger(log)
+	return log, nil
 }

@@ -87,7 +87,14 @@ func (s *Server) runNode(ctx context.Context) error {
 	g.Go(func() error { return local.Run(ctx) })
 	g.Go(func() error { return a.Run(ctx) })
 	g.Go(func() error { return proxy.Run(ctx) })
-	g.Go(func() error { return clusterDNS.Run(ctx) })
+	g.Go(func() error {
+		// Cluster DNS failing (a forwarding loop, say) must not take the
+		// node's pods down with it.
+		if err := clusterDNS.Run(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("cluster DNS stopped", "err", err)
+		}
+		return nil
+	})
 	return g.Wait()
 }
 
