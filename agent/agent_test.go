@@ -547,11 +547,17 @@ func TestNodeAPIAttach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out, errOut bytes.Buffer
+	// The streams are written by client-go's goroutines, which may still
+	// be copying when StreamWithContext returns: read them under a lock
+	// and give the tail of the output a moment.
+	var out, errOut syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: strings.NewReader("one\ntwo\n"), Stdout: &out, Stderr: &errOut}); err != nil {
 		t.Fatalf("attach: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); out.String() != "got:one\ngot:two\n" && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 	}
 	if out.String() != "got:one\ngot:two\n" {
 		t.Fatalf("attach output %q", out.String())

@@ -73,6 +73,8 @@ func resolvePort(p intstr.IntOrString, c *corev1.Container) (int, error) {
 
 // handlerTarget is where network handlers connect by default: the pod IP.
 func (w *podWorker) handlerHost(pod *corev1.Pod) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if len(w.podIPs) > 0 {
 		return w.podIPs[0]
 	}

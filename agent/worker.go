@@ -54,8 +54,9 @@ type podWorker struct {
 	last *corev1.Pod // last non-nil pod
 	ctrs map[string]*containerRec
 
+	// podIPs is written by the worker goroutine under mu (probes read it).
+	podIPs []string
 	// Owned by the worker goroutine.
-	podIPs    []string
 	netReady  bool
 	startTime *metav1.Time
 	written   *corev1.PodStatus
@@ -275,7 +276,7 @@ func (w *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod) (bool, e
 		return false, fmt.Errorf("create sandbox: %w", err)
 	}
 	if pod.Spec.HostNetwork {
-		w.podIPs = w.a.hostIPStrings()
+		w.setPodIPs(w.a.hostIPStrings())
 		w.netReady = true
 	} else if !w.netReady {
 		network := w.a.network()
@@ -288,13 +289,23 @@ func (w *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod) (bool, e
 			w.a.recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to set up pod network: %v", err)
 			return false, fmt.Errorf("pod network: %w", err)
 		}
-		w.podIPs = w.podIPs[:0]
+		strs := make([]string, 0, len(ips))
 		for _, ip := range ips {
-			w.podIPs = append(w.podIPs, ip.String())
+			strs = append(strs, ip.String())
 		}
+		w.setPodIPs(strs)
 		w.netReady = true
 	}
 	return true, nil
+}
+
+// setPodIPs replaces the pod's IPs; probe goroutines read them through
+// handlerHost, so the slice is swapped under the worker's lock, never
+// modified in place.
+func (w *podWorker) setPodIPs(ips []string) {
+	w.mu.Lock()
+	w.podIPs = ips
+	w.mu.Unlock()
 }
 
 func (w *podWorker) releaseNetwork(ctx context.Context, pod *corev1.Pod) {
