@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/urfave/cli/v2"
 
@@ -36,17 +37,5 @@ func user() string {
 	if u := os.Getenv("USER"); u != "" {
 		return u
 	}
-	return "uid" + itoa(os.Getuid())
-}
-
-func itoa(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var b []byte
-	for i > 0 {
-		b = append([]byte{byte('0' + i%10)}, b...)
-		i /= 10
-	}
-	return string(b)
+	return "uid" + strconv.Itoa(os.Getuid())
 }

@@ -47,27 +47,8 @@ func BenchmarkCreatePods32(b *testing.B) {
 
 // BenchmarkList5000 lists 5,000 pods as JSON.
 func BenchmarkList5000(b *testing.B) {
-	ts := newTestServer(b)
+	ts := serverWith5000Pods(b)
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	var n atomic.Int64
-	for w := 0; w < 32; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n.Load() < 5000 {
-				i := n.Add(1)
-				if i > 5000 {
-					return
-				}
-				if _, err := ts.client.CoreV1().Pods("default").Create(ctx, benchPod(i), metav1.CreateOptions{}); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		l, err := ts.client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
@@ -80,27 +61,7 @@ func BenchmarkList5000(b *testing.B) {
 // BenchmarkListHandler5000 is the server side of a LIST of 5,000 pods as
 // JSON, without the client's decoding.
 func BenchmarkListHandler5000(b *testing.B) {
-	ts := newTestServer(b)
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	var n atomic.Int64
-	for w := 0; w < 32; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := n.Add(1)
-				if i > 5000 {
-					return
-				}
-				if _, err := ts.client.CoreV1().Pods("default").Create(ctx, benchPod(i), metav1.CreateOptions{}); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	ts := serverWith5000Pods(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		req := httptest.NewRequest(http.MethodGet, "/api/v1/namespaces/default/pods", nil)
@@ -134,4 +95,31 @@ func BenchmarkCreateHandler(b *testing.B) {
 			}
 		}
 	})
+}
+
+// serverWith5000Pods starts a test server holding 5,000 pods, created by 32
+// concurrent clients.
+func serverWith5000Pods(b *testing.B) *testServer {
+	ts := newTestServer(b)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var n atomic.Int64
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := n.Add(1)
+				if i > 5000 {
+					return
+				}
+				if _, err := ts.client.CoreV1().Pods("default").Create(ctx, benchPod(i), metav1.CreateOptions{}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return ts
 }

@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"net"
 	"net/http"
 	"sort"
 
@@ -120,14 +119,10 @@ func newDiscovery(reg *registry) *discoveryDocs {
 
 func (s *Server) serveDiscoveryRoot(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/api" || r.URL.Path == "/api/" {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			_ = h
-		}
 		s.writeJSON(w, http.StatusOK, &metav1.APIVersions{
 			TypeMeta:                   metav1.TypeMeta{Kind: "APIVersions"},
 			Versions:                   []string{"v1"},
-			ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: host}},
+			ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: r.Host}},
 		})
 		return
 	}

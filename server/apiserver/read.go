@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer/streaming"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/orch-dev/orch/store"
@@ -243,7 +244,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, sv *served, r
 	lm := metav1.ListMeta{ResourceVersion: strconv.FormatInt(res.rv, 10), Continue: res.cont, RemainingItemCount: res.remaining}
 	switch out.as {
 	case "Table":
-		t, err := s.table(sv, res.items, r.URL.Query().Get("includeObject") != "None" || true, out.asGV, lm)
+		t, err := s.table(sv, res.items, true, out.asGV, lm)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -340,7 +341,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 	rvs := q.Get("resourceVersion")
 	if sendInitial && q.Get("resourceVersionMatch") != string(metav1.ResourceVersionMatchNotOlderThan) {
 		s.writeError(w, r, apierrors.NewInvalid(schema.GroupKind{Group: "meta.k8s.io", Kind: "ListOptions"}, "",
-			nil))
+			field.ErrorList{field.Forbidden(field.NewPath("resourceVersionMatch"), "sendInitialEvents requires resourceVersionMatch=NotOlderThan")}))
 		return
 	}
 	var initial []runtime.Object

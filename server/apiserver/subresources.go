@@ -270,14 +270,12 @@ func (s *Server) serveScale(w http.ResponseWriter, r *http.Request, sv *served, 
 	}
 	obj := cur.DeepCopyObject()
 	setReplicas(obj, next.Spec.Replicas)
-	m, _ := meta.Accessor(obj)
 	out, err := s.commitUpdate(ctx, sv.k, "", obj, cur, o, nil)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	sc, _ = scaleOf(out)
-	_ = m
 	s.writeObject(w, r, http.StatusOK, sc)
 }
 
