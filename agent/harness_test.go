@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,7 +39,69 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childAgentEnv) != "" {
 		os.Exit(runChildAgent())
 	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		fmt.Fprintf(os.Stderr, "%v: removing what the running tests made\n", sig)
+		liveHarnesses.teardownAll()
+		os.Exit(130)
+	}()
 	os.Exit(m.Run())
+}
+
+// liveHarnesses are the harnesses not yet cleaned up. An interrupted test
+// binary runs no t.Cleanup, and a harness leaves containers (which
+// outlive this process), mounts and cgroups: TestMain tears these down
+// when SIGINT or SIGTERM comes.
+var liveHarnesses = &harnessSet{live: map[*harness]struct{}{}}
+
+type harnessSet struct {
+	mu   sync.Mutex
+	live map[*harness]struct{}
+}
+
+func (s *harnessSet) add(h *harness) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live[h] = struct{}{}
+}
+
+func (s *harnessSet) remove(h *harness) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.live, h)
+}
+
+func (s *harnessSet) teardownAll() {
+	s.mu.Lock()
+	hs := make([]*harness, 0, len(s.live))
+	for h := range s.live {
+		hs = append(hs, h)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, h := range hs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			clean := true
+			h.teardown(func(format string, args ...any) {
+				clean = false
+				fmt.Fprintf(os.Stderr, format+"\n", args...)
+			})
+			if !clean {
+				return // something may still be mounted below: leave the files
+			}
+			// The test's temporary dirs (the harness's and the API server's).
+			if dir := filepath.Dir(h.base); strings.HasPrefix(dir, os.TempDir()+"/") {
+				if err := os.RemoveAll(dir); err != nil {
+					fmt.Fprintf(os.Stderr, "remove %s: %v\n", dir, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func randHex(n int) string {
@@ -108,6 +172,10 @@ type harness struct {
 	cfg    Config
 	agent  *Agent
 	stop   func()
+	// atTeardown run first at teardown (e.g. killing child processes).
+	atTeardown []func()
+	// teardownOnce makes the test's Cleanup and an interrupt tear down once.
+	teardownOnce sync.Once
 }
 
 // newHarness starts an API server, the node IPAM controller and an agent
@@ -138,6 +206,7 @@ func newHarnessCfg(t testing.TB, mutate func(*Config)) *harness {
 		t.Fatal(err)
 	}
 	h.rt = rt
+	liveHarnesses.add(h)
 	t.Cleanup(h.cleanup)
 	h.images, err = image.Open(image.Config{Root: filepath.Join(h.base, "images")}, log)
 	if err != nil {
@@ -175,8 +244,7 @@ func newHarnessCfg(t testing.TB, mutate func(*Config)) *harness {
 	ipamDone := make(chan struct{})
 	go func() { defer close(ipamDone); _ = ipam.Run(ctx, 1) }()
 	h.startAgent()
-	prev := h.stop
-	h.stop = func() { prev(); cancel(); <-ipamDone; f.Shutdown() }
+	h.atTeardown = append(h.atTeardown, func() { cancel(); <-ipamDone; f.Shutdown() })
 	return h
 }
 
@@ -208,12 +276,25 @@ func discardLogOr(t testing.TB) *slog.Logger {
 	return discardLog()
 }
 
-// cleanup stops the agent and removes every pod it ran, then checks that
-// nothing (mounts, cgroups) is left.
+// cleanup is the test's Cleanup: teardown, failing the test on leftovers.
 func (h *harness) cleanup() {
-	t := h.t
+	h.teardown(h.t.Errorf)
+	liveHarnesses.remove(h)
+}
+
+// teardown stops the agent and removes every pod it ran, then checks that
+// nothing (mounts, cgroups) is left; it reports problems through errorf.
+// It runs once: a second call waits for the first.
+func (h *harness) teardown(errorf func(format string, args ...any)) {
+	h.teardownOnce.Do(func() { h.teardownNow(errorf) })
+}
+
+func (h *harness) teardownNow(errorf func(format string, args ...any)) {
 	if h.stop != nil {
 		h.stop()
+	}
+	for _, f := range h.atTeardown {
+		f()
 	}
 	uids := map[string]bool{}
 	for _, st := range h.rt.ListContainers() {
@@ -232,19 +313,19 @@ func (h *harness) cleanup() {
 	}
 	for uid := range uids {
 		if err := h.rt.RemoveSandbox(uid); err != nil {
-			t.Errorf("cleanup sandbox %s: %v", uid, err)
+			errorf("cleanup sandbox %s: %v", uid, err)
 		}
 	}
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, line := range strings.Split(string(mi), "\n") {
 			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], h.base) {
-				t.Errorf("leaked mount %s", f[4])
+				errorf("leaked mount %s", f[4])
 			}
 		}
 	}
 	if m, err := cgmanager.New(&cgroups.Cgroup{Path: h.cgroot, Resources: &cgroups.Resources{}}); err == nil {
 		if err := m.Destroy(); err != nil {
-			t.Errorf("remove cgroup root: %v", err)
+			errorf("remove cgroup root: %v", err)
 		}
 	}
 }
