@@ -19,8 +19,9 @@ import (
 //	GET exec/<ns>/<pod>/<container>?command=...&stdin&stdout&stderr&tty   (WebSocket v5/v4.channel.k8s.io)
 //	GET attach/<ns>/<pod>/<container>?stdin&stdout&stderr&tty             (same protocol)
 //
-// Paths may carry a leading "/". portForward answers 501 until its
-// streaming protocol is served.
+//	GET|POST portForward/<ns>/<pod>   (SPDY portforward.k8s.io, or SPDY over WebSocket SPDY/3.1+portforward.k8s.io)
+//
+// Paths may carry a leading "/".
 func (a *Agent) NodeAPI() http.Handler {
 	return http.HandlerFunc(a.serveNode)
 }
@@ -42,7 +43,11 @@ func (a *Agent) serveNode(w http.ResponseWriter, r *http.Request) {
 		}
 		a.serveExec(w, r, parts[1], parts[2], parts[3], parts[0] == "attach")
 	case "portForward":
-		http.Error(w, parts[0]+" is not supported by this node yet", http.StatusNotImplemented)
+		if len(parts) != 3 {
+			http.Error(w, "expected portForward/<namespace>/<pod>", http.StatusBadRequest)
+			return
+		}
+		a.servePortForward(w, r, parts[1], parts[2])
 	default:
 		http.NotFound(w, r)
 	}
