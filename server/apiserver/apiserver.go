@@ -90,6 +90,7 @@ type Server struct {
 	objs     *objects
 	st       store.Store
 	typeConv managedfields.TypeConverter
+	created  *createFields
 	alloc    *allocator
 	started  time.Time
 
@@ -122,6 +123,7 @@ func New(cfg Config, st store.Store, enc Transformer, auth Authenticator, log *s
 	}
 	s.objs = newObjects(st, scheme, enc)
 	s.typeConv = applyconfigurations.NewTypeConverter(scheme)
+	s.created = &createFields{conv: s.typeConv}
 	s.alloc = newAllocator(st, cfg.ServiceCIDR, cfg.NodePortMin, cfg.NodePortMax)
 	s.discovery = newDiscovery(s.reg)
 	if s.cfg.OpenAPI == nil {

@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -420,5 +421,31 @@ func TestBindingAndEviction(t *testing.T) {
 	}
 	if _, err := pods.Get(ctx, "b", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("evicted pod: %v", err)
+	}
+}
+
+// TestEventsV1 creates an events.k8s.io/v1 Event and reads it as a Table:
+// the core/v1 Event hooks must not be applied to it.
+func TestEventsV1(t *testing.T) {
+	ts := newTestServer(t)
+	ctx := context.Background()
+	ev := &eventsv1.Event{
+		ObjectMeta: metav1.ObjectMeta{Name: "e1"}, EventTime: metav1.NewMicroTime(time.Now()),
+		ReportingController: "orch.dev/test", ReportingInstance: "i", Action: "Test", Reason: "Tested",
+		Regarding: corev1.ObjectReference{Kind: "Pod", Name: "p", Namespace: "default"}, Type: corev1.EventTypeNormal,
+	}
+	if _, err := ts.client.EventsV1().Events("default").Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, ts.http.URL+"/apis/events.k8s.io/v1/namespaces/default/events/e1", nil)
+	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"kind":"Table"`) {
+		t.Fatalf("table: %d %s", resp.StatusCode, body)
 	}
 }

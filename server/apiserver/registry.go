@@ -261,6 +261,11 @@ func newRegistry() *registry {
 	r.add(evs)
 
 	for _, k := range r.kinds {
+		if k.gvk.Group == eventsv1.GroupName {
+			// The "Event" hooks below are core/v1's: events.k8s.io/v1
+			// events are another type.
+			continue
+		}
 		if k.table == nil {
 			k.table = tableFor(k.gvk.Kind)
 		}

@@ -340,9 +340,8 @@ func (s *Server) create(ctx context.Context, k *kind, ns string, obj runtime.Obj
 	if err := s.admitCreate(ctx, k, obj, m, o.dryRun); err != nil {
 		return nil, err
 	}
-	if fm, err := s.fieldManager(k, ""); err == nil && !o.managed {
-		empty := k.newObj()
-		obj = fm.UpdateNoErrors(empty, obj, o.fieldManager)
+	if !o.managed {
+		obj = s.trackCreate(k, obj, m, o.fieldManager)
 	}
 	if o.dryRun {
 		return obj, nil
@@ -353,6 +352,23 @@ func (s *Server) create(ctx context.Context, k *kind, ns string, obj runtime.Obj
 		return nil, err
 	}
 	return out, nil
+}
+
+// trackCreate records manager as the owner of every field obj sets, the
+// managed fields of a create.
+func (s *Server) trackCreate(k *kind, obj runtime.Object, m metav1.Object, manager string) runtime.Object {
+	ok, err := s.created.set(k, obj, m, manager, now())
+	if err != nil {
+		s.log.Warn("managed fields of a create", "kind", k.gvk.Kind, "err", err)
+	}
+	if ok {
+		return obj
+	}
+	fm, err := s.fieldManager(k, "")
+	if err != nil {
+		return obj
+	}
+	return fm.UpdateNoErrors(k.newObj(), obj, manager)
 }
 
 func (s *Server) serveUpdate(w http.ResponseWriter, r *http.Request, sv *served, ri requestInfo) {
