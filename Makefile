@@ -8,7 +8,7 @@ TAGS    := seccomp
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: all build kubectl test bench lint clean
+.PHONY: all build kubectl test bench lint clean e2e
 
 all: build
 
@@ -29,6 +29,14 @@ kubectl: bin/kubectl
 # skip themselves otherwise.
 test:
 	$(GO) test -tags '$(TAGS)' -race -count=1 $(PKGS)
+
+# The end-to-end acceptance test (e2e/): the deck's app on a three-node
+# cluster of bin/orch processes in network namespaces. Root only. Logs of
+# every run are kept under bin/e2e/. E2E_COUNT=3 runs it three times.
+E2E_COUNT ?= 1
+e2e: build
+	ORCH_E2E_BIN=$(CURDIR)/bin/orch ORCH_E2E_ARTIFACTS=$(CURDIR)/bin/e2e \
+		$(GO) test -tags '$(TAGS)' -count=$(E2E_COUNT) -v -timeout 30m -run '^TestDeck$$' ./e2e/
 
 bench:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 2s $(PKGS)

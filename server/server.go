@@ -115,6 +115,16 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	start := time.Now()
+	if len(s.cfg.NodeIPs) == 0 {
+		// As k3s: without --node-ip the machine's first global address is
+		// the node IP, in the serving certificate, advertised to agents and
+		// behind the kubernetes Service.
+		if ip, err := defaultNodeIP(); err == nil {
+			s.cfg.NodeIPs = []netip.Addr{ip}
+		} else {
+			s.log.Warn("no node IP found; the serving certificate covers only loopback and --tls-san", "err", err)
+		}
+	}
 	cfg := s.cfg
 	dbPath := filepath.Join(cfg.DataDir, "server", "db", "state.db")
 	st, err := store.Open(store.Config{Path: dbPath}, s.log.With("component", "store"))

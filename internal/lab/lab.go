@@ -23,11 +23,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -439,8 +441,85 @@ func removeTree(dir string) error {
 			}
 		}
 	}
-	if err := syscall.Rmdir(dir); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("remove cgroup %s: %w", dir, err)
+	// Killed processes leave the cgroup only once they are gone: retry
+	// while it is busy.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := syscall.Rmdir(dir)
+		if err == nil || os.IsNotExist(err) {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("remove cgroup %s: %w", dir, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return nil
+}
+
+// StopHost switches a host off: every process in its network namespace and
+// in its cgroup tree (Host.CgroupRoot, in every hierarchy) is killed, and its
+// namespace, with its links, is deleted. Its data directory and whatever is
+// mounted below it are left for UnmountUnder. Stopping a stopped host is a
+// no-op.
+func (l *Lab) StopHost(h *Host) error {
+	l.mu.Lock()
+	for i, n := range l.nss {
+		if n.Name == h.Name {
+			l.nss = append(l.nss[:i], l.nss[i+1:]...)
+			break
+		}
+	}
+	l.mu.Unlock()
+	return errors.Join(deleteNS(h.Name), removeCgroups(h.CgroupRoot))
+}
+
+// UnmountUnder detaches every mount point at or below dir (deepest first),
+// as left by container runtimes whose processes were killed; it reads the
+// process's mount table, so it sees mounts made by any process of the same
+// mount namespace.
+func UnmountUnder(dir string) error {
+	dir = filepath.Clean(dir)
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("read mount table: %w", err)
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		p := unescapeMount(f[4])
+		if p == dir || strings.HasPrefix(p, dir+"/") {
+			points = append(points, p)
+		}
+	}
+	// Deepest first; a path mounted twice is detached twice.
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	var errs []error
+	for _, p := range points {
+		if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space, ...).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -239,3 +239,91 @@ func mustAtoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+func TestStopHostKillsItsProcessesAndCgroups(t *testing.T) {
+	l := New(t, 2)
+	h := l.Hosts[0]
+	// A process in the host's namespace and one only in its cgroup tree
+	// (as a container in its own namespaces would be).
+	inNS := h.Command(context.Background(), "sleep", "600")
+	if err := inNS.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var cgDir string
+	for _, hier := range []string{"/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup"} {
+		if _, err := os.Stat(filepath.Join(hier, "cgroup.procs")); err == nil {
+			cgDir = filepath.Join(hier, h.CgroupRoot, "pod")
+			break
+		}
+	}
+	if cgDir == "" {
+		t.Skip("no cgroup hierarchy with cgroup.procs")
+	}
+	if err := os.MkdirAll(cgDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inCg := exec.Command("sleep", "600")
+	if err := inCg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cgDir, "cgroup.procs"), []byte(strconv.Itoa(inCg.Process.Pid)), 0o644); err != nil {
+		_ = inCg.Process.Kill()
+		t.Fatal(err)
+	}
+	waits := make(chan error, 2)
+	go func() { waits <- inNS.Wait() }()
+	go func() { waits <- inCg.Wait() }()
+	if err := l.StopHost(h); err != nil {
+		t.Fatalf("StopHost: %v", err)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case <-waits:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a process of the stopped host is still running")
+		}
+	}
+	if _, err := os.Stat(h.Path); !os.IsNotExist(err) {
+		t.Errorf("namespace pin %s still there: %v", h.Path, err)
+	}
+	if _, err := os.Stat(filepath.Dir(cgDir)); !os.IsNotExist(err) {
+		t.Errorf("cgroup %s still there: %v", filepath.Dir(cgDir), err)
+	}
+	// The other host is untouched, and stopping twice is fine.
+	if _, err := os.Stat(l.Hosts[1].Path); err != nil {
+		t.Errorf("other host: %v", err)
+	}
+	if err := l.StopHost(h); err != nil {
+		t.Errorf("second StopHost: %v", err)
+	}
+}
+
+func TestUnmountUnder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	dir := t.TempDir()
+	inner := filepath.Join(dir, "a", "b c") // a space: escaped in mountinfo
+	t.Cleanup(func() { _ = UnmountUnder(dir) })
+	for _, p := range []string{filepath.Join(dir, "a"), inner, inner} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mount("tmpfs", p, "tmpfs", 0, "size=1m"); err != nil {
+			t.Fatalf("mount %s: %v", p, err)
+		}
+	}
+	if err := UnmountUnder(dir); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), dir) {
+		t.Errorf("mounts left under %s", dir)
+	}
+	if got := unescapeMount(`/x/b\040c\134d`); got != `/x/b c\d` {
+		t.Errorf("unescapeMount = %q", got)
+	}
+}
