@@ -57,6 +57,19 @@ type Agent struct {
 	// adopted are the containers found at start, by pod, until the pod's
 	// worker takes them.
 	adopted map[types.UID][]runtime.ContainerStatus
+
+	// stepHook, when set (by benchmarks, before Run), is told the wall
+	// time of each step of a pod's sync.
+	stepHook func(pod *corev1.Pod, step string, d time.Duration)
+}
+
+// step reports the time since t0 to the step hook and returns now.
+func (a *Agent) step(pod *corev1.Pod, name string, t0 time.Time) time.Time {
+	now := time.Now()
+	if a.stepHook != nil {
+		a.stepHook(pod, name, now.Sub(t0))
+	}
+	return now
 }
 
 // New makes an agent for the node cfg.NodeName talking to the cluster

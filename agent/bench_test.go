@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -37,7 +38,17 @@ func BenchmarkPodStartup(b *testing.B) {
 }
 
 func benchPodStartup(b *testing.B) {
-	h := newBenchHarness(b)
+	var stepsMu sync.Mutex
+	steps := map[string]time.Duration{}
+	firstSync := map[string]time.Time{}
+	h := newHarnessHook(b, nil, func(p *corev1.Pod, step string, d time.Duration) {
+		stepsMu.Lock()
+		defer stepsMu.Unlock()
+		steps[step] += d
+		if _, ok := firstSync[p.Name]; !ok && step == "sync: begin" {
+			firstSync[p.Name] = time.Now()
+		}
+	})
 	ctx := context.Background()
 	// Pod startup is measured on a node that is up: registered, Ready and
 	// with its pod network (as upstream's SLO measures it).
@@ -103,10 +114,22 @@ func benchPodStartup(b *testing.B) {
 		lat = append(lat, running[name].Sub(t0))
 	}
 	slices.Sort(lat)
+	stepsMu.Lock()
+	defer stepsMu.Unlock()
 	if os.Getenv("ORCHTEST_LATENCIES") != "" {
 		for i := range n {
 			name := fmt.Sprintf("p%03d", i)
-			fmt.Fprintf(os.Stderr, "%s %v\n", name, running[name].Sub(created[name]))
+			fmt.Fprintf(os.Stderr, "%s %v (first sync after %v)\n", name, running[name].Sub(created[name]), firstSync[name].Sub(created[name]))
+		}
+	}
+	if testing.Verbose() {
+		var queued time.Duration
+		for name, t := range firstSync {
+			queued += t.Sub(created[name])
+		}
+		b.Logf("%-32s %8.2f ms/pod", "create to first sync", float64(queued.Microseconds())/1000/float64(len(firstSync)))
+		for _, name := range slices.Sorted(maps.Keys(steps)) {
+			b.Logf("%-32s %8.2f ms/pod", name, float64(steps[name].Microseconds())/1000/float64(n))
 		}
 	}
 	b.ReportMetric(float64(percentile(lat, 50).Milliseconds()), "p50-ms")
@@ -143,7 +166,7 @@ func (h *harness) waitNodeReady(timeout time.Duration) {
 // newBenchHarness is newHarness for benchmarks (the harness only needs
 // Helper, Fatal, Cleanup, TempDir, Skip and Errorf).
 func newBenchHarness(b *testing.B) *harness {
-	return newHarnessTB(b)
+	return newHarnessCfg(b, nil)
 }
 
 // procStatus reads kB fields of /proc/<pid>/status.

@@ -174,6 +174,8 @@ type harness struct {
 	stop   func()
 	// atTeardown run first at teardown (e.g. killing child processes).
 	atTeardown []func()
+	// stepHook is the agents' step hook.
+	stepHook func(*corev1.Pod, string, time.Duration)
 	// teardownOnce makes the test's Cleanup and an interrupt tear down once.
 	teardownOnce sync.Once
 }
@@ -185,9 +187,13 @@ func newHarness(t *testing.T, mutate func(*Config)) *harness {
 	return newHarnessCfg(t, mutate)
 }
 
-func newHarnessTB(tb testing.TB) *harness { return newHarnessCfg(tb, nil) }
-
 func newHarnessCfg(t testing.TB, mutate func(*Config)) *harness {
+	t.Helper()
+	return newHarnessHook(t, mutate, nil)
+}
+
+// newHarnessHook is newHarnessCfg with the agent's step hook set.
+func newHarnessHook(t testing.TB, mutate func(*Config), stepHook func(*corev1.Pod, string, time.Duration)) *harness {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
@@ -195,13 +201,15 @@ func newHarnessCfg(t testing.TB, mutate func(*Config)) *harness {
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		t.Skip("busybox-static not installed")
 	}
-	h := &harness{t: t, api: apitest.Start(t), base: t.TempDir(), node: "orchtest-" + randHex(3), cgroot: "/orchtest-agent-" + randHex(4)}
+	h := &harness{t: t, api: apitest.Start(t), base: t.TempDir(), node: "orchtest-" + randHex(3), cgroot: "/orchtest-agent-" + randHex(4),
+		stepHook: stepHook}
 	h.client = h.api.Client
 	log := discardLog()
 	if os.Getenv("ORCHTEST_VERBOSE") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	rt, err := runtime.New(runtime.Config{StateDir: filepath.Join(h.base, "agent"), LogDir: filepath.Join(h.base, "logs"), CgroupRoot: h.cgroot}, log)
+	rt, err := runtime.New(runtime.Config{StateDir: filepath.Join(h.base, "agent"), LogDir: filepath.Join(h.base, "logs"), CgroupRoot: h.cgroot,
+		InitBinary: testInitBinary(t)}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,6 +256,21 @@ func newHarnessCfg(t testing.TB, mutate func(*Config)) *harness {
 	return h
 }
 
+// testInitBinary is the small container init named by $ORCHTEST_INIT_BINARY
+// (go build -tags seccomp ./runtime/internal/initbin), or nil: the test
+// binary is then the containers' init.
+func testInitBinary(t testing.TB) []byte {
+	p := os.Getenv("ORCHTEST_INIT_BINARY")
+	if p == "" {
+		return nil
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func (h *harness) startAgent() {
 	h.t.Helper()
 	net := func(_ context.Context, p netip.Prefix) (Network, error) {
@@ -257,6 +280,7 @@ func (h *harness) startAgent() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	a.stepHook = h.stepHook
 	h.agent = a
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -327,6 +351,9 @@ func (h *harness) teardownNow(errorf func(format string, args ...any)) {
 		if err := m.Destroy(); err != nil {
 			errorf("remove cgroup root: %v", err)
 		}
+	}
+	if err := h.rt.Close(); err != nil {
+		errorf("close runtime: %v", err)
 	}
 }
 

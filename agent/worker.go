@@ -236,7 +236,9 @@ func (w *podWorker) sync(ctx context.Context) (done bool, requeue time.Duration)
 	next := resync
 	t0 := time.Now()
 	defer func() { w.a.log.Debug("pod synced", append(w.log(pod), "took", time.Since(t0))...) }()
+	w.a.step(pod, "sync: begin", t0)
 	sandboxReady, err := w.ensureSandbox(ctx, pod)
+	t := w.a.step(pod, "sync: sandbox", t0)
 	var initDone, initFailed bool
 	if err != nil {
 		w.a.log.Warn("pod sandbox", append(w.log(pod), "err", err)...)
@@ -248,12 +250,15 @@ func (w *podWorker) sync(ctx context.Context) (done bool, requeue time.Duration)
 		if !w.volumesAt.IsZero() && time.Since(w.volumesAt) >= w.a.cfg.ResyncPeriod {
 			w.refreshVolumes(pod)
 		}
+		t = w.a.step(pod, "sync: containers", t)
 	}
 	status := w.buildStatus(pod, sandboxReady, initDone, initFailed)
+	t = w.a.step(pod, "sync: build status", t)
 	if err := w.writeStatus(ctx, pod, status); err != nil {
 		w.a.log.Warn("write pod status", append(w.log(pod), "err", err)...)
 		next = min(next, 2*time.Second)
 	}
+	w.a.step(pod, "sync: write status", t)
 	if status.Phase == corev1.PodSucceeded || status.Phase == corev1.PodFailed {
 		w.terminal = true
 		w.stopProbes()
@@ -266,15 +271,18 @@ func (w *podWorker) sync(ctx context.Context) (done bool, requeue time.Duration)
 // /etc files. ready=false with nil error means it waits (no pod CIDR yet).
 func (w *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod) (bool, error) {
 	hostname, _ := podHostname(pod, w.a.cfg.ClusterDomain)
+	t := time.Now()
 	if err := os.MkdirAll(w.dir, 0o750); err != nil {
 		return false, err
 	}
+	defer func() { w.a.step(pod, "sandbox: network", t) }()
 	sb, err := w.a.rt.CreateSandbox(runtime.SandboxConfig{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name,
 		Hostname: hostname, HostNetwork: pod.Spec.HostNetwork, HostIPC: pod.Spec.HostIPC, HostPID: pod.Spec.HostPID})
 	if err != nil {
 		w.a.recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
 		return false, fmt.Errorf("create sandbox: %w", err)
 	}
+	t = w.a.step(pod, "sandbox: runtime", t)
 	if pod.Spec.HostNetwork {
 		w.setPodIPs(w.a.hostIPStrings())
 		w.netReady = true
@@ -606,10 +614,12 @@ func imageID(img *image.Image) string {
 // startContainer pulls, configures, creates and starts a container, runs
 // its postStart hook and starts its probes. On error rec.waitReason says why.
 func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, rec *containerRec, restart bool) error {
+	t := time.Now()
 	img, err := w.ensureImage(ctx, pod, c, rec)
 	if err != nil {
 		return err
 	}
+	t = w.a.step(pod, "container: image", t)
 	configErr := func(err error) error {
 		rec.waitReason, rec.waitMsg = reasonCreateConfigError, err.Error()
 		w.a.recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
@@ -625,10 +635,12 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *core
 		return err
 	}
 	w.volumesAt = time.Now()
+	t = w.a.step(pod, "container: volumes", t)
 	etc, err := w.writeEtc(pod)
 	if err != nil {
 		return configErr(err)
 	}
+	t = w.a.step(pod, "container: etc files", t)
 	env, skipped, err := containerEnv(w.a.envContext(pod, w.podIPs), c)
 	if err != nil {
 		return configErr(err)
@@ -677,7 +689,9 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *core
 		Resources: resources(c), Security: sec, Mounts: mounts,
 		Stdin: c.Stdin, StdinOnce: c.StdinOnce, TTY: c.TTY,
 	}
+	t = w.a.step(pod, "container: env+config", t)
 	id, err := w.a.rt.CreateContainer(string(pod.UID), cfg)
+	t = w.a.step(pod, "container: runtime create", t)
 	if err != nil {
 		rec.waitReason, rec.waitMsg = reasonCreateError, err.Error()
 		w.a.recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
@@ -697,11 +711,15 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *core
 	rec.ready, rec.started, rec.livenessFailed = false, false, false
 	w.mu.Unlock()
 	w.a.recorder.Eventf(pod, corev1.EventTypeNormal, "Created", "Created container: %s", c.Name)
-	if err := w.a.rt.StartContainer(id); err != nil {
+	t = w.a.step(pod, "container: created", t)
+	err = w.a.rt.StartContainer(id)
+	t = w.a.step(pod, "container: runtime start", t)
+	if err != nil {
 		rec.waitReason, rec.waitMsg = reasonRunContainerError, err.Error()
 		w.a.recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: failed to start container %q: %v", c.Name, err)
 		return err
 	}
+	defer w.a.step(pod, "container: started", t)
 	rec.waitReason, rec.waitMsg = "", ""
 	w.a.recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
 	w.watchExit(ctx, id)

@@ -26,4 +26,14 @@
 // The binary that links this package must call [MaybeInit] first thing in
 // main (and test binaries in TestMain): when it is re-executed as a
 // container's init ("init" argument) that call never returns.
+//
+// libcontainer starts each container's init, and each exec's, by
+// re-executing the binary that links it. For orch that would pay all of
+// orch's start-up (its pages, hundreds of package initialisers: some 15 ms
+// of CPU) per container start and exec probe, so the Runtime holds a small
+// init that links only libcontainer (internal/initbin, built into orch by
+// `make` with the orch_init tag, or [Config.InitBinary]) in a sealed memfd,
+// and a constructor in this package (initexec.c) hands the init over to it
+// before the Go runtime starts. Sealed, the memfd cannot be written by a
+// container (CVE-2019-5736), as libcontainer's own clone of the binary.
 package runtime

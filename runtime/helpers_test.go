@@ -106,6 +106,12 @@ type testEnv struct {
 // cgroup root; cleanup removes every sandbox and checks nothing leaked.
 func newTestRuntime(t *testing.T) *testEnv {
 	t.Helper()
+	return newTestRuntimeInit(t, nil)
+}
+
+// newTestRuntimeInit is newTestRuntime with Config.InitBinary.
+func newTestRuntimeInit(t *testing.T, initBinary []byte) *testEnv {
+	t.Helper()
 	needRoot(t)
 	base := t.TempDir()
 	e := &testEnv{
@@ -114,7 +120,8 @@ func newTestRuntime(t *testing.T) *testEnv {
 		cgroupRoot: "/orchtest-ctr-" + randHex(4),
 		layer:      busyboxRootfs(t),
 	}
-	r, err := New(Config{StateDir: e.stateDir, LogDir: e.logDir, CgroupRoot: e.cgroupRoot}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, err := New(Config{StateDir: e.stateDir, LogDir: e.logDir, CgroupRoot: e.cgroupRoot, InitBinary: initBinary},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +165,9 @@ func (e *testEnv) cleanup(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(e.stateDir, "containers")); len(entries) > 0 {
 		t.Errorf("leaked container dirs: %d", len(entries))
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("close: %v", err)
 	}
 }
 

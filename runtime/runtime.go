@@ -32,6 +32,10 @@ type Runtime struct {
 	// stepHook, when set (by benchmarks), is told the wall time of each
 	// step of a container's lifecycle.
 	stepHook func(step string, d time.Duration)
+
+	// initFile is the sealed memfd of the small init (nil: none); the
+	// containers' inits find it through /proc/<our pid>/fd (initexec.c).
+	initFile *os.File
 }
 
 // step reports the time since t0 to the step hook and returns now.
@@ -73,7 +77,36 @@ func New(cfg Config, log *slog.Logger) (*Runtime, error) {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
 	}
-	return &Runtime{cfg: cfg, log: log, pods: map[string]*Sandbox{}, ctrs: map[string]*container{}}, nil
+	r := &Runtime{cfg: cfg, log: log, pods: map[string]*Sandbox{}, ctrs: map[string]*container{}}
+	bin := cfg.InitBinary
+	if bin == nil {
+		var err error
+		if bin, err = gunzip(packedInitGz()); err != nil {
+			return nil, fmt.Errorf("runtime: unpack the container init: %w", err)
+		}
+	}
+	if len(bin) > 0 {
+		f, err := sealedInit(bin)
+		if err != nil {
+			// Not fatal: the inits run the whole binary, only slower.
+			log.Warn("containers' inits will re-execute this binary", "err", err)
+		}
+		r.initFile = f
+	}
+	return r, nil
+}
+
+// Close releases what the Runtime holds in this process (the small init's
+// memfd). Containers keep running; use no Runtime method after Close.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.initFile == nil {
+		return nil
+	}
+	err := r.initFile.Close()
+	r.initFile = nil
+	return err
 }
 
 func (r *Runtime) lcRoot() string { return filepath.Join(r.cfg.StateDir, "libcontainer") }

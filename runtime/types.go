@@ -21,6 +21,12 @@ type Config struct {
 	LogMaxFiles int
 	// ShmSize is the size of a pod's /dev/shm in bytes (default 64 MiB).
 	ShmSize int64
+	// InitBinary is the small container init (runtime/internal/initbin,
+	// built for this machine) to run instead of the whole binary when
+	// libcontainer starts a container's or an exec's init. Nil takes the
+	// one built in with the orch_init tag, if any; without one the binary
+	// that links this package is re-executed as the init.
+	InitBinary []byte
 }
 
 // SandboxConfig describes a pod sandbox.
