@@ -198,7 +198,7 @@ func (s *Server) serveDeleteCollection(w http.ResponseWriter, r *http.Request, s
 		s.writeError(w, r, err)
 		return
 	}
-	res, err := s.list(r.Context(), sv.k, ri.namespace, f, nil)
+	res, err := s.list(r.Context(), sv.k, ri.namespace, f, nil, false)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

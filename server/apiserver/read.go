@@ -29,6 +29,20 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, sv *served, ri
 		s.writeError(w, r, err)
 		return
 	}
+	if s.plainJSON(r, sv, out) {
+		kv, err := s.st.Get(r.Context(), sv.k.key(ri.namespace, ri.name))
+		if err != nil {
+			s.writeError(w, r, storeError(sv.k, ri.name, err))
+			return
+		}
+		item, err := s.storedJSON(r.Context(), sv.k, kv, nil)
+		if err != nil {
+			s.writeError(w, r, apierrors.NewInternalError(err))
+			return
+		}
+		s.writeJSONBytes(w, http.StatusOK, append(withTypeMeta(make([]byte, 0, len(item)+64), sv.gvk(), item), '\n'))
+		return
+	}
 	obj, err := s.objs.get(r.Context(), sv.k, ri.namespace, ri.name)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -40,6 +54,20 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, sv *served, ri
 		return
 	}
 	s.writeObjectAs(w, r, out, http.StatusOK, body)
+}
+
+// plainJSON says whether a response is the storage version's plain JSON,
+// which the JSON cache serves.
+func (s *Server) plainJSON(r *http.Request, sv *served, out output) bool {
+	return out.as == "" && out.info.MediaType == runtime.ContentTypeJSON && !sv.legacy && r.URL.Query().Get("pretty") == ""
+}
+
+// writeJSONBytes writes an encoded JSON response.
+func (s *Server) writeJSONBytes(w http.ResponseWriter, code int, b []byte) {
+	w.Header().Set("Content-Type", runtime.ContentTypeJSON)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
 }
 
 // filter is a request's label and field selectors.
@@ -137,15 +165,19 @@ func decodeContinue(s string) (continueToken, error) {
 
 // listResult is one page of matching objects.
 type listResult struct {
+	// items are the decoded objects (nil in a lazy list); kvs their stored
+	// form, in the same order.
 	items     []runtime.Object
+	kvs       []store.KeyValue
 	rv        int64
 	cont      string
 	remaining *int64
 }
 
 // list reads the objects of a kind in a namespace that match f, honouring
-// limit, continue and resourceVersion as upstream.
-func (s *Server) list(ctx context.Context, k *kind, ns string, f filter, q map[string][]string) (*listResult, error) {
+// limit, continue and resourceVersion as upstream. A lazy list without
+// selectors decodes nothing: only kvs are filled.
+func (s *Server) list(ctx context.Context, k *kind, ns string, f filter, q map[string][]string, lazy bool) (*listResult, error) {
 	get := func(key string) string {
 		if v := q[key]; len(v) > 0 {
 			return v[0]
@@ -183,7 +215,7 @@ func (s *Server) list(ctx context.Context, k *kind, ns string, f filter, q map[s
 	for {
 		page := opts
 		if limit > 0 {
-			page.Limit = limit - int64(len(res.items))
+			page.Limit = limit - int64(len(res.kvs))
 			if !f.empty() && page.Limit < 100 {
 				page.Limit = 100
 			}
@@ -197,17 +229,22 @@ func (s *Server) list(ctx context.Context, k *kind, ns string, f filter, q map[s
 		}
 		res.rv = lr.Revision
 		opts.Revision = lr.Revision
-		decoded, err := s.objs.decodeAll(ctx, k, lr.KVs)
-		if err != nil {
-			return nil, apierrors.NewInternalError(err)
+		var decoded []runtime.Object
+		if !lazy || !f.empty() {
+			if decoded, err = s.objs.decodeAll(ctx, k, lr.KVs); err != nil {
+				return nil, apierrors.NewInternalError(err)
+			}
 		}
 		for i, kv := range lr.KVs {
-			obj := decoded[i]
-			if !f.matches(k, obj) {
-				continue
+			if decoded != nil {
+				obj := decoded[i]
+				if !f.matches(k, obj) {
+					continue
+				}
+				res.items = append(res.items, obj)
 			}
-			res.items = append(res.items, obj)
-			if limit > 0 && int64(len(res.items)) >= limit {
+			res.kvs = append(res.kvs, kv)
+			if limit > 0 && int64(len(res.kvs)) >= limit {
 				if i < len(lr.KVs)-1 || lr.Continue != "" {
 					res.cont = encodeContinue(lr.Revision, kv.Key)
 					if f.empty() && lr.Remaining >= 0 {
@@ -236,7 +273,8 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, sv *served, r
 		s.writeError(w, r, err)
 		return
 	}
-	res, err := s.list(r.Context(), sv.k, ri.namespace, f, r.URL.Query())
+	jsonItems := s.plainJSON(r, sv, out)
+	res, err := s.list(r.Context(), sv.k, ri.namespace, f, r.URL.Query(), jsonItems)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -263,8 +301,8 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, sv *served, r
 		s.writeObjectAs(w, r, out, http.StatusOK, l)
 		return
 	}
-	if out.info.MediaType == runtime.ContentTypeJSON && !sv.legacy && r.URL.Query().Get("pretty") == "" {
-		s.writeJSONList(w, r, sv, res.items, lm)
+	if jsonItems {
+		s.writeJSONList(w, r, sv, res, lm)
 		return
 	}
 	list, err := s.newServedList(sv, res.items)
@@ -344,15 +382,15 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 			field.ErrorList{field.Forbidden(field.NewPath("resourceVersionMatch"), "sendInitialEvents requires resourceVersionMatch=NotOlderThan")}))
 		return
 	}
-	var initial []runtime.Object
+	var initial *listResult
 	var from int64
 	if rvs == "" || rvs == "0" || sendInitial {
-		res, err := s.list(ctx, sv.k, ri.namespace, f, nil)
+		res, err := s.list(ctx, sv.k, ri.namespace, f, nil, false)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		initial, from = res.items, res.rv
+		initial, from = res, res.rv
 	} else {
 		if from, err = parseRV(rvs); err != nil {
 			s.writeError(w, r, err)
@@ -377,17 +415,28 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 		flusher.Flush()
 	}
 	first := true
-	send := func(typ watch.EventType, obj runtime.Object) error {
-		body, err := s.renderOne(sv, out, obj, first)
-		if err != nil {
-			return err
-		}
-		if out.as == "Table" {
-			first = false
-		}
+	cached := s.plainJSON(r, sv, out)
+	// send writes an event; kv is the stored form of obj when the cache
+	// may serve it (nil for deletions).
+	send := func(typ watch.EventType, obj runtime.Object, kv *store.KeyValue) error {
 		var buf bytesBuffer
-		if err := embedded.Encode(body, &buf); err != nil {
-			return err
+		if cached && kv != nil {
+			item, err := s.storedJSON(ctx, sv.k, *kv, obj)
+			if err != nil {
+				return err
+			}
+			buf.b = withTypeMeta(make([]byte, 0, len(item)+64), sv.gvk(), item)
+		} else {
+			body, err := s.renderOne(sv, out, obj, first)
+			if err != nil {
+				return err
+			}
+			if out.as == "Table" {
+				first = false
+			}
+			if err := embedded.Encode(body, &buf); err != nil {
+				return err
+			}
 		}
 		if err := enc.Encode(&metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: buf.b}}); err != nil {
 			return err
@@ -419,9 +468,11 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 		}
 		return err
 	}
-	for _, obj := range initial {
-		if err := send(watch.Added, obj); err != nil {
-			return
+	if initial != nil {
+		for i, obj := range initial.items {
+			if err := send(watch.Added, obj, &initial.kvs[i]); err != nil {
+				return
+			}
 		}
 	}
 	if sendInitial {
@@ -463,7 +514,11 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 			if obj == nil {
 				continue
 			}
-			if err := send(typ, obj); err != nil {
+			var kv *store.KeyValue
+			if ev.Type != store.EventDelete {
+				kv = &ev.KV
+			}
+			if err := send(typ, obj, kv); err != nil {
 				return
 			}
 		}
@@ -522,16 +577,17 @@ func (b *bytesBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// writeJSONList writes a list as JSON, encoding its items in parallel: the
-// same bytes the JSON serializer writes for the list object, faster.
-func (s *Server) writeJSONList(w http.ResponseWriter, r *http.Request, sv *served, items []runtime.Object, lm metav1.ListMeta) {
-	enc := make([][]byte, len(items))
-	err := parallel(len(items), func(i int) error {
-		obj := items[i]
-		gvk := obj.GetObjectKind().GroupVersionKind()
-		obj.GetObjectKind().SetGroupVersionKind(schema.GroupVersionKind{})
-		b, err := json.Marshal(obj)
-		obj.GetObjectKind().SetGroupVersionKind(gvk)
+// writeJSONList writes a list as JSON: the same bytes the JSON serializer
+// writes for the list object, its items from the JSON cache or encoded in
+// parallel.
+func (s *Server) writeJSONList(w http.ResponseWriter, r *http.Request, sv *served, res *listResult, lm metav1.ListMeta) {
+	enc := make([][]byte, len(res.kvs))
+	err := parallel(len(res.kvs), func(i int) error {
+		var obj runtime.Object
+		if res.items != nil {
+			obj = res.items[i]
+		}
+		b, err := s.storedJSON(r.Context(), sv.k, res.kvs[i], obj)
 		enc[i] = b
 		return err
 	})
@@ -545,27 +601,64 @@ func (s *Server) writeJSONList(w http.ResponseWriter, r *http.Request, sv *serve
 		return
 	}
 	gvk := sv.gv.WithKind(sv.kindName() + "List")
-	size := 64 + len(metaJSON)
-	for _, b := range enc {
-		size += len(b) + 1
+	head := make([]byte, 0, 128+len(metaJSON))
+	head = append(head, `{"kind":"`...)
+	head = append(head, gvk.Kind...)
+	head = append(head, `","apiVersion":"`...)
+	head = append(head, gvk.GroupVersion().String()...)
+	head = append(head, `","metadata":`...)
+	head = append(head, metaJSON...)
+	head = append(head, `,"items":[`...)
+	const tail = "]}\n"
+	size := len(head) + len(tail)
+	for i, b := range enc {
+		if i > 0 {
+			size++
+		}
+		size += len(b)
 	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, `{"kind":"`...)
-	buf = append(buf, gvk.Kind...)
-	buf = append(buf, `","apiVersion":"`...)
-	buf = append(buf, gvk.GroupVersion().String()...)
-	buf = append(buf, `","metadata":`...)
-	buf = append(buf, metaJSON...)
-	buf = append(buf, `,"items":[`...)
+	w.Header().Set("Content-Type", runtime.ContentTypeJSON)
+	w.Header().Set("Content-Length", strconv.Itoa(size))
+	w.WriteHeader(http.StatusOK)
+	// Written in chunks of about 64 KB: no second copy of the whole list.
+	buf := head
 	for i, b := range enc {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
 		buf = append(buf, b...)
+		if len(buf) >= 64<<10 {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+			buf = buf[:0]
+		}
 	}
-	buf = append(buf, "]}\n"...)
-	w.Header().Set("Content-Type", runtime.ContentTypeJSON)
-	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
-	w.WriteHeader(http.StatusOK)
+	buf = append(buf, tail...)
 	_, _ = w.Write(buf)
+}
+
+// storedJSON returns the JSON (list item form) of the object stored as kv,
+// decoded already as obj or, when obj is nil, decoded here on a cache miss.
+// Encrypted kinds are not cached.
+func (s *Server) storedJSON(ctx context.Context, k *kind, kv store.KeyValue, obj runtime.Object) ([]byte, error) {
+	c := s.objs.json
+	if k.encrypt {
+		c = nil
+	}
+	if b := c.get(kv.Key, kv.ModRevision); b != nil {
+		return b, nil
+	}
+	if obj == nil {
+		var err error
+		if obj, err = s.objs.decode(ctx, k, kv); err != nil {
+			return nil, err
+		}
+	}
+	b, err := itemJSON(obj)
+	if err != nil {
+		return nil, err
+	}
+	c.put(kv.Key, kv.ModRevision, b)
+	return b, nil
 }

@@ -33,10 +33,11 @@ type objects struct {
 	scheme *runtime.Scheme
 	proto  *protobuf.Serializer
 	enc    Transformer // may be nil
+	json   *jsonCache
 }
 
 func newObjects(st store.Store, scheme *runtime.Scheme, enc Transformer) *objects {
-	return &objects{st: st, scheme: scheme, proto: protobuf.NewSerializer(scheme, scheme), enc: enc}
+	return &objects{st: st, scheme: scheme, proto: protobuf.NewSerializer(scheme, scheme), enc: enc, json: newJSONCache(DefaultJSONCacheBytes)}
 }
 
 // key is /registry/<group>/<resource>/<namespace>/<name>; the core group is
@@ -151,6 +152,7 @@ func (o *objects) delete(ctx context.Context, k *kind, ns, name string, rv int64
 	if err != nil {
 		return nil, storeError(k, name, err)
 	}
+	o.json.drop(kv.Key)
 	return o.decode(ctx, k, kv)
 }
 
