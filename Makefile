@@ -12,8 +12,17 @@ PKGS    := ./...
 
 all: build
 
-build: internal/kubectl/kubectl.gz
-	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS) orch_kubectl' -ldflags '$(LDFLAGS)' -o bin/orch .
+build: internal/kubectl/kubectl.gz runtime/internal/initbin/orch-init.gz
+	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS) orch_kubectl orch_init' -ldflags '$(LDFLAGS)' -o bin/orch .
+
+# The containers' init: a small binary that links only libcontainer, run in
+# place of orch for every container start and exec (runtime/initexec.c).
+INITBIN_SRC := go.mod go.sum $(wildcard runtime/internal/initbin/*.go)
+bin/orch-init: $(INITBIN_SRC)
+	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '-s -w' -o $@ ./runtime/internal/initbin
+
+runtime/internal/initbin/orch-init.gz: bin/orch-init
+	gzip -9 -n -c $< > $@.tmp && mv $@.tmp $@
 
 # The embedded kubectl is its own binary: importing it into orch would cost
 # every orch process its package initialisation (tens of MB).
@@ -47,7 +56,7 @@ lint:
 	staticcheck -tags '$(TAGS)' $(PKGS)
 
 clean:
-	rm -rf bin internal/kubectl/kubectl.gz
+	rm -rf bin internal/kubectl/kubectl.gz runtime/internal/initbin/orch-init.gz
 
 # Static linux/arm64 binary for edge boards, cross-built with Debian's
 # gcc-aarch64-linux-gnu and libseccomp-dev:arm64 (dpkg --add-architecture
@@ -55,12 +64,13 @@ clean:
 # amd64 internal/kubectl/kubectl.gz stays as it is).
 ARM64_CC        ?= aarch64-linux-gnu-gcc
 ARM64_PKGCONFIG ?= /usr/lib/aarch64-linux-gnu/pkgconfig
-ARM64_TAGS      := $(TAGS) orch_kubectl osusergo netgo
+ARM64_TAGS      := $(TAGS) orch_kubectl orch_init osusergo netgo
 ARM64_LDFLAGS   := $(LDFLAGS) -extldflags '-static'
 
 .PHONY: arm64
-arm64: bin/arm64/kubectl.gz
-	printf '{"Replace":{"%s":"%s"}}\n' "$(CURDIR)/internal/kubectl/kubectl.gz" "$(CURDIR)/bin/arm64/kubectl.gz" > bin/arm64/overlay.json
+arm64: bin/arm64/kubectl.gz bin/arm64/orch-init.gz
+	printf '{"Replace":{"%s":"%s","%s":"%s"}}\n' "$(CURDIR)/internal/kubectl/kubectl.gz" "$(CURDIR)/bin/arm64/kubectl.gz" \
+		"$(CURDIR)/runtime/internal/initbin/orch-init.gz" "$(CURDIR)/bin/arm64/orch-init.gz" > bin/arm64/overlay.json
 	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=$(ARM64_CC) PKG_CONFIG_LIBDIR=$(ARM64_PKGCONFIG) \
 		$(GO) build -trimpath -tags '$(ARM64_TAGS)' -overlay bin/arm64/overlay.json -ldflags "$(ARM64_LDFLAGS)" -o bin/orch-arm64 .
 
@@ -68,4 +78,11 @@ bin/arm64/kubectl: go.mod go.sum internal/kubectl/bin/main.go
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '-s -w -X k8s.io/component-base/version.gitVersion=$(KUBECTL_VERSION)' -o $@ ./internal/kubectl/bin
 
 bin/arm64/kubectl.gz: bin/arm64/kubectl
+	gzip -9 -n -c $< > $@.tmp && mv $@.tmp $@
+
+bin/arm64/orch-init: $(INITBIN_SRC)
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=$(ARM64_CC) PKG_CONFIG_LIBDIR=$(ARM64_PKGCONFIG) \
+		$(GO) build -trimpath -tags '$(TAGS) osusergo netgo' -ldflags "$(ARM64_LDFLAGS)" -o $@ ./runtime/internal/initbin
+
+bin/arm64/orch-init.gz: bin/arm64/orch-init
 	gzip -9 -n -c $< > $@.tmp && mv $@.tmp $@
