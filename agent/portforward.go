@@ -209,9 +209,9 @@ func (pf *portForwarder) serveWebSocket(w http.ResponseWriter, r *http.Request) 
 	srv.ServeHTTP(w, r)
 }
 
-// pfStream is a stream the client opened, with the channel that closes once
+// replyStream is a stream the client opened, with the channel that closes once
 // the server's reply to it is sent (data may flow only after that).
-type pfStream struct {
+type replyStream struct {
 	httpstream.Stream
 	replySent <-chan struct{}
 }
@@ -220,21 +220,21 @@ type pfStream struct {
 type pfPair struct {
 	id          string
 	port        uint16
-	data, error *pfStream
+	data, error *replyStream
 	timer       *time.Timer
 }
 
 // pfSession is one client connection.
 type pfSession struct {
 	pf      *portForwarder
-	streams chan *pfStream
+	streams chan *replyStream
 	expired chan string
 	done    chan struct{}
 	once    sync.Once
 }
 
 func (pf *portForwarder) newSession() *pfSession {
-	return &pfSession{pf: pf, streams: make(chan *pfStream), expired: make(chan string), done: make(chan struct{})}
+	return &pfSession{pf: pf, streams: make(chan *replyStream), expired: make(chan string), done: make(chan struct{})}
 }
 
 // abort releases a session whose connection never started.
@@ -253,7 +253,7 @@ func (s *pfSession) newStream(st httpstream.Stream, replySent <-chan struct{}) e
 		return err
 	}
 	select {
-	case s.streams <- &pfStream{Stream: st, replySent: replySent}:
+	case s.streams <- &replyStream{Stream: st, replySent: replySent}:
 		return nil
 	case <-s.done:
 		return errors.New("port-forward connection is closing")
@@ -361,7 +361,7 @@ func (s *pfSession) run(conn httpstream.Connection) {
 
 // reset tears down the streams of an incomplete pair.
 func (p *pfPair) reset() {
-	for _, st := range []*pfStream{p.data, p.error} {
+	for _, st := range []*replyStream{p.data, p.error} {
 		if st != nil {
 			_ = st.Reset()
 		}

@@ -503,6 +503,18 @@ func TestKubectlPortForwardAndCp(t *testing.T) {
 		if got, err := os.ReadFile(back); err != nil || !bytes.Equal(got, data) {
 			t.Errorf("%s: copied back %d bytes, want %d (%v)", node, len(got), len(data), err)
 		}
+		// The same over SPDY, the exec protocol of clients without
+		// WebSocket support.
+		spdy := []string{"KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"}
+		if out, err := c.runEnv(spdy, nil, "exec", "web-"+node, "--", "sh", "-c", "echo out; echo err >&2; exit 7"); err == nil || !strings.Contains(out, "out\n") || !strings.Contains(out, "err\n") || !strings.Contains(out, "exit code 7") {
+			t.Errorf("%s: exec over SPDY: %v: %q", node, err, out)
+		}
+		backSPDY := filepath.Join(c.dir, "back-spdy-"+node)
+		if out, err := c.runEnv(spdy, nil, "cp", "default/web-"+node+":/tmp/payload", backSPDY); err != nil {
+			t.Errorf("%s: cp over SPDY: %v: %s", node, err, out)
+		} else if got, err := os.ReadFile(backSPDY); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s: copied back over SPDY %d bytes, want %d (%v)", node, len(got), len(data), err)
+		}
 		// A directory.
 		c.ok(nil, "cp", "default/web-"+node+":/www", filepath.Join(c.dir, "www-"+node))
 		if got, err := os.ReadFile(filepath.Join(c.dir, "www-"+node, "index.html")); err != nil || string(got) != "served-by-"+node+"\n" {
