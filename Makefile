@@ -39,13 +39,16 @@ kubectl: bin/kubectl
 test:
 	$(GO) test -tags '$(TAGS)' -race -count=1 $(PKGS)
 
-# The end-to-end acceptance test (e2e/): the deck's app on a three-node
-# cluster of bin/orch processes in network namespaces. Root only. Logs of
-# every run are kept under bin/e2e/. E2E_COUNT=3 runs it three times.
+# The end-to-end tests (e2e/): the deck's app (TestDeck, the acceptance
+# test) and the cluster network (TestClusterNetwork) on three-node clusters
+# of bin/orch processes in network namespaces. Root only. Logs of every run
+# are kept under bin/e2e/. E2E_COUNT=3 runs them three times, E2E_RUN=TestDeck
+# only the deck.
 E2E_COUNT ?= 1
+E2E_RUN   ?= .
 e2e: build
 	ORCH_E2E_BIN=$(CURDIR)/bin/orch ORCH_E2E_ARTIFACTS=$(CURDIR)/bin/e2e \
-		$(GO) test -tags '$(TAGS)' -count=$(E2E_COUNT) -v -timeout 30m -run '^TestDeck$$' ./e2e/
+		$(GO) test -tags '$(TAGS)' -count=$(E2E_COUNT) -v -timeout 30m -run '$(E2E_RUN)' ./e2e/
 
 bench:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 2s $(PKGS)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	mdns "github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -61,6 +62,9 @@ func newCluster(t *testing.T, bin, artifacts string, n int) *cluster {
 	t.Helper()
 	podLogsBefore := dirNames("/var/log/pods")
 	l := lab.New(t, n)
+	if err := l.SetDefaultGateway(); err != nil {
+		t.Fatalf("lab: %v", err)
+	}
 	c := &cluster{t: t, lab: l, bin: bin, artifacts: artifacts, procs: map[string]*proc{}, stopped: map[string]bool{}}
 	t.Cleanup(func() {
 		c.mu.Lock()
@@ -84,6 +88,7 @@ func newCluster(t *testing.T, bin, artifacts string, n int) *cluster {
 			}
 		}
 	})
+	c.startUpstreamDNS()
 	c.httpc = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
 		DialContext:       c.clientDial,
 		DisableKeepAlives: true,
@@ -165,8 +170,8 @@ func (c *cluster) startServer(extra ...string) {
 	h := c.lab.Hosts[0]
 	if c.serverArg == nil {
 		resolv := filepath.Join(c.artifacts, "resolv.conf")
-		// Upstream of cluster DNS: the client host, where nothing answers:
-		// names outside the cluster fail fast and never leave the lab.
+		// Upstream of cluster DNS: the stub resolver on the client host;
+		// names outside the cluster never leave the lab.
 		if err := os.WriteFile(resolv, []byte("nameserver "+c.lab.Client.IP.String()+"\n"), 0o644); err != nil {
 			c.t.Fatal(err)
 		}
@@ -282,13 +287,18 @@ func (c *cluster) kubectlIn(stdin []byte, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := c.lab.Client.Command(ctx, c.bin, append([]string{"kubectl", "--kubeconfig", c.kubecfg}, args...)...)
-	// The embedded kubectl unpacks itself once, under ORCH_DATA_DIR.
-	cmd.Env = append(os.Environ(), "ORCH_DATA_DIR="+filepath.Join(c.artifacts, "kubectl"), "KUBECONFIG="+c.kubecfg)
+	cmd.Env = c.kubectlEnviron()
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// kubectlEnviron is the environment kubectl runs with: the embedded
+// kubectl unpacks itself once, under ORCH_DATA_DIR.
+func (c *cluster) kubectlEnviron() []string {
+	return append(os.Environ(), "ORCH_DATA_DIR="+filepath.Join(c.artifacts, "kubectl"), "KUBECONFIG="+c.kubecfg)
 }
 
 // get fetches http://addr/path from the client host.
@@ -399,4 +409,121 @@ func (c *cluster) diagnose() {
 		}
 		c.t.Logf("--- last lines of %s.log (full log: %s)\n%s", h.Role, filepath.Join(c.artifacts, h.Role+".log"), strings.Join(lines, "\n"))
 	}
+}
+
+// upstreamName is the one name the lab's upstream resolver knows.
+const (
+	upstreamName = "upstream.example."
+	upstreamIP   = "192.0.2.10"
+)
+
+// startUpstreamDNS serves the cluster DNS's upstream on the client host
+// (the address every orch's --resolv-conf names): upstreamName has an A
+// record, every other name is NXDOMAIN. Nothing leaves the lab.
+func (c *cluster) startUpstreamDNS() {
+	c.t.Helper()
+	handler := mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
+		m := new(mdns.Msg)
+		m.SetReply(r)
+		if len(r.Question) == 1 && strings.EqualFold(r.Question[0].Name, upstreamName) && r.Question[0].Qtype == mdns.TypeA {
+			rr, _ := mdns.NewRR(upstreamName + " 30 IN A " + upstreamIP)
+			m.Answer = append(m.Answer, rr)
+		} else {
+			m.SetRcode(r, mdns.RcodeNameError)
+		}
+		_ = w.WriteMsg(m)
+	})
+	addr := net.JoinHostPort(c.lab.Client.IP.String(), "53")
+	var pc net.PacketConn
+	var ln net.Listener
+	err := c.lab.Client.Do(func() error {
+		var err error
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return err
+		}
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		c.t.Fatalf("upstream DNS on the client host: %v", err)
+	}
+	udp := &mdns.Server{PacketConn: pc, Handler: handler}
+	tcp := &mdns.Server{Listener: ln, Handler: handler}
+	go func() { _ = udp.ActivateAndServe() }()
+	go func() { _ = tcp.ActivateAndServe() }()
+	c.t.Cleanup(func() {
+		_ = udp.Shutdown()
+		_ = tcp.Shutdown()
+	})
+}
+
+// e2eEnv returns the orch binary under test (ORCH_E2E_BIN), the module root
+// and a fresh artifacts directory (under ORCH_E2E_ARTIFACTS when set), or
+// skips the test when it cannot run here.
+func e2eEnv(t *testing.T) (bin, root, artifacts string) {
+	t.Helper()
+	bin = os.Getenv("ORCH_E2E_BIN")
+	if bin == "" {
+		t.Skip("ORCH_E2E_BIN is not set (run `make e2e`)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	var err error
+	if bin, err = filepath.Abs(bin); err != nil {
+		t.Fatal(err)
+	}
+	if root, err = filepath.Abs(".."); err != nil {
+		t.Fatal(err)
+	}
+	artifacts = os.Getenv("ORCH_E2E_ARTIFACTS")
+	if artifacts == "" {
+		artifacts = t.TempDir()
+	} else {
+		artifacts = filepath.Join(artifacts, t.Name()+"-"+time.Now().Format("20060102-150405.000"))
+	}
+	if err := os.MkdirAll(artifacts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("logs and client files in %s", artifacts)
+	return bin, root, artifacts
+}
+
+// deliverImages builds the test images and puts their archives into every
+// node's drop-in image directory before orch starts (air-gapped nodes).
+func (c *cluster) deliverImages(root string) {
+	c.t.Helper()
+	imgDir := filepath.Join(c.artifacts, "images")
+	if err := os.MkdirAll(imgDir, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	archives, err := buildImages(root, imgDir)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, h := range c.lab.Hosts {
+		dst := filepath.Join(h.DataDir, "agent", "images")
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			c.t.Fatal(err)
+		}
+		for _, a := range archives {
+			copyFile(c.t, a, filepath.Join(dst, filepath.Base(a)))
+		}
+	}
+}
+
+// up starts the server on Hosts[0] and joins every other host as an agent,
+// then waits for all nodes to be Ready.
+func (c *cluster) up(serverExtra ...string) {
+	c.t.Helper()
+	c.startServer(serverExtra...)
+	var names []string
+	for i, h := range c.lab.Hosts {
+		if i > 0 {
+			c.startAgent(h)
+		}
+		names = append(names, h.Role)
+	}
+	c.eventually(60*time.Second, "all nodes Ready", func() error { return c.nodesReady(names...) })
+	c.t.Logf("kubectl get nodes -o wide:\n%s", c.kubectl("get", "nodes", "-o", "wide"))
 }

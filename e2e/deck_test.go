@@ -20,86 +20,15 @@ import (
 // a node failure and a server restart. It runs when ORCH_E2E_BIN names an
 // orch binary (`make e2e`) and as root.
 func TestDeck(t *testing.T) {
-	bin := os.Getenv("ORCH_E2E_BIN")
-	if bin == "" {
-		t.Skip("ORCH_E2E_BIN is not set (run `make e2e`)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	bin, err := filepath.Abs(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, root, artifacts := e2eEnv(t)
 	deck := filepath.Join(root, "examples", "deck")
-	artifacts := os.Getenv("ORCH_E2E_ARTIFACTS")
-	if artifacts == "" {
-		artifacts = t.TempDir()
-	} else {
-		artifacts = filepath.Join(artifacts, time.Now().Format("20060102-150405.000"))
-	}
-	if err := os.MkdirAll(artifacts, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("logs and client files in %s", artifacts)
 
-	var timings []string
-	start := time.Now()
-	var c *cluster
-	step := func(name string, fn func()) {
-		t0 := time.Now()
-		ok := t.Run(name, func(st *testing.T) {
-			// The cluster's helpers fail the step's own test.
-			if c != nil {
-				c.t = st
-			}
-			fn()
-		})
-		d := time.Since(t0)
-		timings = append(timings, fmt.Sprintf("%-20s %6.1f s", name, d.Seconds()))
-		t.Logf("step %s: %.1f s", name, d.Seconds())
-		if !ok {
-			t.Logf("step %s FAILED", name)
-			if c != nil {
-				c.t = t
-				c.diagnose()
-			}
-			t.FailNow()
-		}
-	}
-	defer func() {
-		t.Logf("step timings:\n  %s\n  %-20s %6.1f s", strings.Join(timings, "\n  "), "total", time.Since(start).Seconds())
-	}()
-
-	c = newCluster(t, bin, artifacts, 3)
+	c := newCluster(t, bin, artifacts, 3)
+	step := stepper(t, c)
 	h0, h1, h2 := c.lab.Hosts[0], c.lab.Hosts[1], c.lab.Hosts[2]
 	nodeAddrs := []string{h0.IP.String() + ":80", h1.IP.String() + ":80", h2.IP.String() + ":80"}
 
-	step("1-images", func() {
-		imgDir := filepath.Join(artifacts, "images")
-		if err := os.MkdirAll(imgDir, 0o755); err != nil {
-			c.t.Fatal(err)
-		}
-		archives, err := buildImages(root, imgDir)
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		// Air-gapped nodes: the archives are in every node's drop-in
-		// image directory before orch starts.
-		for _, h := range c.lab.Hosts {
-			dst := filepath.Join(h.DataDir, "agent", "images")
-			if err := os.MkdirAll(dst, 0o755); err != nil {
-				c.t.Fatal(err)
-			}
-			for _, a := range archives {
-				copyFile(c.t, a, filepath.Join(dst, filepath.Base(a)))
-			}
-		}
-	})
+	step("1-images", func() { c.deliverImages(root) })
 
 	step("2-cluster-up", func() {
 		// The deck's redis manifest goes through the server's drop-in
@@ -109,11 +38,7 @@ func TestDeck(t *testing.T) {
 			c.t.Fatal(err)
 		}
 		copyFile(c.t, filepath.Join(deck, "redis.yaml"), filepath.Join(man, "redis.yaml"))
-		c.startServer("--default-not-ready-toleration-seconds", "10", "--default-unreachable-toleration-seconds", "10")
-		c.startAgent(h1)
-		c.startAgent(h2)
-		c.eventually(60*time.Second, "three nodes Ready", func() error { return c.nodesReady("h0", "h1", "h2") })
-		c.t.Logf("kubectl get nodes -o wide:\n%s", c.kubectl("get", "nodes", "-o", "wide"))
+		c.up("--default-not-ready-toleration-seconds", "10", "--default-unreachable-toleration-seconds", "10")
 	})
 
 	step("3-deploy", func() {

@@ -62,34 +62,50 @@ func buildImages(moduleRoot, dir string) ([]string, error) {
 		return nil, err
 	}
 
-	for _, v := range []string{"v1", "v2"} {
-		bin := filepath.Join(dir, "web-python-"+v)
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+v, "-o", bin, "./examples/deck/web-python")
+	goImage := func(pkg, ldflags, entry string, cfg v1.Config, file string, tag string) error {
+		bin := filepath.Join(dir, filepath.Base(file)+".bin")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w "+ldflags, "-o", bin, pkg)
 		cmd.Dir = moduleRoot
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build web-python %s: %v\n%s", v, err, out)
+			return fmt.Errorf("build %s: %v\n%s", pkg, err, out)
 		}
 		body, err := os.ReadFile(bin)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		app, err := testimage.Layer([]testimage.Entry{testimage.Dir("app"),
-			{Name: "app/web", Type: tar.TypeReg, Mode: 0o755, Body: body}}, testimage.Gzip)
+		var es []testimage.Entry
+		for d := filepath.Dir(entry); d != "."; d = filepath.Dir(d) {
+			es = append([]testimage.Entry{testimage.Dir(d)}, es...)
+		}
+		es = append(es, testimage.Entry{Name: entry, Type: tar.TypeReg, Mode: 0o755, Body: body})
+		app, err := testimage.Layer(es, testimage.Gzip)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		img, err := testimage.Image(testimage.Platform(), v1.Config{
+		img, err := testimage.Image(testimage.Platform(), cfg, baseLayer, app)
+		if err != nil {
+			return err
+		}
+		return save(file, testimage.Gzip, img, tag)
+	}
+	for _, v := range []string{"v1", "v2"} {
+		err := goImage("./examples/deck/web-python", "-X main.version="+v, "app/web", v1.Config{
 			Entrypoint: []string{"/app/web"}, WorkingDir: "/app",
 			Env:          []string{"PATH=/usr/local/bin:/usr/bin:/bin", "PORT=5000"},
 			ExposedPorts: map[string]struct{}{"5000/tcp": {}},
-		}, baseLayer, app)
+		}, "web-python-"+v+".tar.gz", "web-python:"+v)
 		if err != nil {
 			return nil, err
 		}
-		if err := save("web-python-"+v+".tar.gz", testimage.Gzip, img, "web-python:"+v); err != nil {
-			return nil, err
-		}
+	}
+	// The tests' network tool (e2e/nettool), with busybox beside it.
+	err = goImage("./e2e/nettool", "", "usr/bin/nettool", v1.Config{
+		Cmd: []string{"nettool", "serve"},
+		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"},
+	}, "nettool.tar.gz", "nettool:e2e")
+	if err != nil {
+		return nil, err
 	}
 
 	redis, err := redisEntries()

@@ -281,13 +281,25 @@ func (h *Handler) services(ctx context.Context, state request.Request, m *dns.Ms
 	return h.negative(m, true)
 }
 
+// maxChase bounds how many ExternalName targets one query follows.
+const maxChase = 8
+
+// chaseKey holds, in a query's context, how many ExternalName targets it
+// has followed.
+type chaseKey struct{}
+
 // service answers <svc>.<ns>.svc.<zone>.
 func (h *Handler) service(ctx context.Context, state request.Request, m *dns.Msg, owner string, qtype uint16, s *service, svcName string) *dns.Msg {
 	if s.ExternalName != "" {
 		target := dns.Fqdn(s.ExternalName)
 		m.Answer = []dns.RR{&dns.CNAME{Hdr: h.hdr(owner, dns.TypeCNAME), Target: target}}
-		if h.Upstream != nil && qtype != dns.TypeCNAME && !dns.IsSubDomain(h.Zone, target) {
-			if up, err := h.Upstream.Lookup(ctx, state, target, qtype); err == nil && up != nil {
+		// The target is chased through the whole server, in the cluster
+		// zone too (an ExternalName naming another Service), as CoreDNS's
+		// kubernetes plugin does; a chain of aliases stops after
+		// maxChase, so a loop of them ends.
+		if depth, _ := ctx.Value(chaseKey{}).(int); h.Upstream != nil && qtype != dns.TypeCNAME && depth < maxChase {
+			cctx := context.WithValue(ctx, chaseKey{}, depth+1)
+			if up, err := h.Upstream.Lookup(cctx, state, target, qtype); err == nil && up != nil {
 				m.Answer = append(m.Answer, up.Answer...)
 			}
 		}

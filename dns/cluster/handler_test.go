@@ -13,6 +13,7 @@ import (
 
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
 	"github.com/coredns/coredns/plugin/test"
+	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -225,6 +226,58 @@ func TestRecords(t *testing.T) {
 		}
 		if strings.Contains(tc.name, "cluster.local") && !m.Authoritative {
 			t.Errorf("%s: not authoritative", what)
+		}
+	}
+}
+
+// selfResolver chases names through the handler itself, as CoreDNS's
+// upstream lookup does through the whole server.
+type selfResolver struct {
+	h     *Handler
+	calls int
+}
+
+func (s *selfResolver) Lookup(ctx context.Context, state request.Request, name string, qtype uint16) (*dns.Msg, error) {
+	s.calls++
+	r := new(dns.Msg)
+	r.SetQuestion(name, qtype)
+	w := dnstest.NewRecorder(&test.ResponseWriter{})
+	if _, err := s.h.ServeDNS(ctx, w, r); err != nil {
+		return nil, err
+	}
+	return w.Msg, nil
+}
+
+func TestExternalNameInZoneChasedAndLoopsEnd(t *testing.T) {
+	h, _ := newHandler(t,
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "default"}, Spec: corev1.ServiceSpec{
+			ClusterIP: "10.43.0.2", ClusterIPs: []string{"10.43.0.2"}, Ports: []corev1.ServicePort{{Port: 80}}}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "alias", Namespace: "default"}, Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeExternalName, ExternalName: "echo.default.svc.cluster.local"}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "default"}, Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeExternalName, ExternalName: "b.default.svc.cluster.local"}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "default"}, Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeExternalName, ExternalName: "a.default.svc.cluster.local"}},
+	)
+	up := &selfResolver{h: h}
+	h.Upstream = up
+	got := rrs(query(t, h, "alias.default.svc.cluster.local.", dns.TypeA).Answer)
+	want := []string{"alias.default.svc.cluster.local. 5 IN CNAME echo.default.svc.cluster.local.", "echo.default.svc.cluster.local. 5 IN A 10.43.0.2"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("alias A = %v, want %v", got, want)
+	}
+	// A CNAME question is answered with the alias alone.
+	if got := rrs(query(t, h, "alias.default.svc.cluster.local.", dns.TypeCNAME).Answer); len(got) != 1 {
+		t.Errorf("alias CNAME = %v", got)
+	}
+	up.calls = 0
+	m := query(t, h, "a.default.svc.cluster.local.", dns.TypeA)
+	if up.calls != maxChase {
+		t.Errorf("a → b → a: %d lookups, want the bound %d", up.calls, maxChase)
+	}
+	for _, rr := range m.Answer {
+		if rr.Header().Rrtype != dns.TypeCNAME {
+			t.Errorf("a loop answered %v", rr)
 		}
 	}
 }

@@ -523,3 +523,42 @@ func unescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// GatewayIP is the switch's own address once SetDefaultGateway ran.
+var GatewayIP = netip.MustParseAddr("172.31.250.1")
+
+// SetDefaultGateway makes the lab look like a LAN with a router: the switch
+// gets GatewayIP and every host a default route through it, as real
+// machines have (a node's own connections to a Service's cluster IP are
+// routed before they are translated, so they need one). The switch
+// forwards nothing further, so nothing leaves the lab.
+func (l *Lab) SetDefaultGateway() error {
+	swh, err := l.Switch.Handle()
+	if err != nil {
+		return err
+	}
+	defer swh.Close()
+	br, err := swh.LinkByName(switchName)
+	if err != nil {
+		return fmt.Errorf("find switch bridge: %w", err)
+	}
+	gw := &netlink.Addr{IPNet: &net.IPNet{IP: GatewayIP.AsSlice(), Mask: net.CIDRMask(Subnet.Bits(), 32)}}
+	if err := swh.AddrAdd(br, gw); err != nil && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("switch address %s: %w", GatewayIP, err)
+	}
+	for _, h := range append(append([]*Host(nil), l.Hosts...), l.Client) {
+		hh, err := h.Handle()
+		if err != nil {
+			return err
+		}
+		eth, err := hh.LinkByName(h.Iface)
+		if err == nil {
+			err = hh.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: GatewayIP.AsSlice()})
+		}
+		hh.Close()
+		if err != nil {
+			return fmt.Errorf("%s: default route via %s: %w", h.Role, GatewayIP, err)
+		}
+	}
+	return nil
+}
