@@ -125,6 +125,11 @@ func (k dialerKind) String() string { return [...]string{"spdy", "websocket", "f
 
 func (s *pfServer) dialer(t *testing.T, k dialerKind) httpstream.Dialer {
 	t.Helper()
+	return s.dialerB(t, k)
+}
+
+func (s *pfServer) dialerB(t testing.TB, k dialerKind) httpstream.Dialer {
+	t.Helper()
 	cfg := &rest.Config{Host: s.URL}
 	u, _ := url.Parse(s.URL + "/portForward/default/web")
 	rt, up, err := spdy.RoundTripperFor(cfg)
@@ -473,5 +478,74 @@ func TestNodeAPIPortForward(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("unknown pod: %d", resp.StatusCode)
+	}
+}
+
+// BenchmarkPortForward measures one forwarded connection's throughput
+// (client to pod and back, through the echo "pod") over each protocol.
+func BenchmarkPortForward(b *testing.B) {
+	for _, k := range []dialerKind{viaSPDY, viaWebSocket} {
+		b.Run(k.String(), func(b *testing.B) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+				}
+			}()
+			pf := &portForwarder{log: discardLog(), pod: "default/bench", uid: "uid-b",
+				dial: func(ctx context.Context, port uint16) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+				},
+				pairTimeout: time.Minute, idleTimeout: time.Minute}
+			srv := httptest.NewServer(pf)
+			defer srv.Close()
+			s := &pfServer{Server: srv}
+			conn, _, err := s.dialerB(b, k).Dial(portForwardProtocolV1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			h := http.Header{}
+			h.Set(corev1.StreamType, corev1.StreamTypeError)
+			h.Set(corev1.PortHeader, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+			h.Set(corev1.PortForwardRequestIDHeader, "1")
+			errS, err := conn.CreateStream(h)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = errS.Close()
+			h.Set(corev1.StreamType, corev1.StreamTypeData)
+			data, err := conn.CreateStream(h)
+			if err != nil {
+				b.Fatal(err)
+			}
+			chunk := make([]byte, 32<<10)
+			back := make([]byte, len(chunk))
+			b.SetBytes(int64(2 * len(chunk)))
+			b.ResetTimer()
+			go func() {
+				for i := 0; i < b.N; i++ {
+					if _, err := data.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+			for i := 0; i < b.N; i++ {
+				if _, err := io.ReadFull(data, back); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			_ = data.Reset()
+		})
 	}
 }
