@@ -530,30 +530,88 @@ func (r *Runtime) waitExited(ctx context.Context, c *container, timeout time.Dur
 }
 
 // Wait blocks until the container has exited (or ctx ends) and returns its
-// status.
+// status. It does not poll: the container's monitor exits right after it
+// records the exit, and Wait waits for that (a container started by this
+// process) or for a pidfd of the monitor (one adopted from an earlier
+// orch) to say so; it only looks again every few seconds in case the
+// monitor went without recording anything.
 func (r *Runtime) Wait(ctx context.Context, id string) (ContainerStatus, error) {
 	c, err := r.get(id)
 	if err != nil {
 		return ContainerStatus{}, err
 	}
-	c.mu.Lock()
-	monDone := c.monDone
-	c.mu.Unlock()
-	for delay := time.Millisecond; ; delay = min(delay*2, 50*time.Millisecond) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var exited <-chan struct{}
+	watching := false
+	for delay := time.Millisecond; ; delay = min(delay*2, 5*time.Second) {
+		if !watching {
+			c.mu.Lock()
+			monDone, monPid := c.monDone, c.meta.MonitorPid
+			c.mu.Unlock()
+			if monDone != nil {
+				exited, watching = monDone, true
+			} else if monPid > 0 {
+				// Opened before the status is read: an exit in between is seen.
+				if ch := processExited(ctx, monPid); ch != nil {
+					exited, watching = ch, true
+				}
+			}
+		}
 		c.mu.Lock()
 		st, err := r.status(c)
 		c.mu.Unlock()
 		if err != nil || (st.State != StateRunning && st.State != StateCreated) {
 			return st, err
 		}
+		if !watching {
+			delay = min(delay, 50*time.Millisecond) // nothing will tell: poll
+		}
 		select {
 		case <-ctx.Done():
 			return st, ctx.Err()
-		case <-monDone:
-			monDone = nil
+		case <-exited:
+			exited = nil
+			delay = time.Millisecond
 		case <-time.After(delay):
 		}
 	}
+}
+
+// processExited returns a channel closed when the process pid (not a child
+// of ours) exits, or nil when that cannot be watched; it stops watching
+// when ctx ends.
+func processExited(ctx context.Context, pid int) <-chan struct{} {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil
+	}
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Now()) })
+	go func() {
+		defer stop()
+		defer f.Close()
+		// A pidfd turns readable when the process exits; the first call
+		// returns false to wait for that.
+		waited := false
+		err := rc.Read(func(uintptr) bool {
+			if waited {
+				return true
+			}
+			waited = true
+			return false
+		})
+		if err == nil {
+			close(done)
+		}
+	}()
+	return done
 }
 
 // StopContainer sends the container its stop signal (the image's StopSignal

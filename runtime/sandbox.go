@@ -206,11 +206,16 @@ func (r *Runtime) RemoveSandbox(uid string) error {
 		return err
 	}
 	var errs []error
-	for _, st := range r.ListContainers() {
-		if st.PodUID != uid {
-			continue
+	var ids []string
+	r.mu.Lock()
+	for id, c := range r.ctrs {
+		if c.meta.PodUID == uid { // (set at creation, never changed)
+			ids = append(ids, id)
 		}
-		if err := r.RemoveContainer(st.ID); err != nil {
+	}
+	r.mu.Unlock()
+	for _, id := range ids {
+		if err := r.RemoveContainer(id); err != nil && !errors.Is(err, ErrNotFound) {
 			errs = append(errs, err)
 		}
 	}
