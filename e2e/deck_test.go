@@ -350,6 +350,10 @@ func TestDeck(t *testing.T) {
 		}
 		c.stop(h0)
 		c.startServer()
+		back := time.Now()
+		for _, n := range []string{"h0", "h2"} {
+			c.eventually(60*time.Second, n+"'s lease renewed after the restart", func() error { return c.leaseRenewedSince(n, back) })
+		}
 		c.eventually(60*time.Second, "h0 and h2 Ready", func() error { return c.nodesReady("h0", "h2") })
 		after := c.snapshot()
 		for key, v := range snap.objects {

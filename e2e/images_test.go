@@ -34,6 +34,18 @@ func buildImages(moduleRoot, dir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	// More of busybox's applets, as a distribution's busybox image has
+	// them (kubectl cp needs tar).
+	have := map[string]bool{}
+	for _, a := range testimage.BusyboxApplets {
+		have[a] = true
+	}
+	for _, a := range []string{"tar", "gzip", "cp", "mv", "ln", "chmod", "grep", "sed", "awk", "head", "tail",
+		"wc", "sort", "date", "uname", "du", "df", "find", "xargs", "tee", "nslookup", "ping", "kill", "top", "vi"} {
+		if !have[a] {
+			base = append(base, testimage.Symlink("bin/"+a, "busybox"))
+		}
+	}
 	baseLayer, err := testimage.Layer(base, testimage.Gzip)
 	if err != nil {
 		return nil, err

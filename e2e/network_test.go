@@ -386,16 +386,7 @@ spec:
 		restarted := time.Now()
 		c.startAgent(h1)
 		// The new agent is back once it renewed h1's lease.
-		c.eventually(60*time.Second, "h1's lease renewed by the new agent", func() error {
-			l, err := c.kube.CoordinationV1().Leases("kube-node-lease").Get(context.Background(), "h1", metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			if l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(restarted.Truncate(time.Microsecond)) {
-				return fmt.Errorf("lease renewed at %v, agent restarted at %v", l.Spec.RenewTime, restarted)
-			}
-			return nil
-		})
+		c.eventually(60*time.Second, "h1's lease renewed by the new agent", func() error { return c.leaseRenewedSince("h1", restarted) })
 		c.eventually(60*time.Second, "h1 Ready again", func() error { return c.nodesReady("h0", "h1", "h2") })
 		// The node API of the new agent answers (kubectl exec goes through it).
 		c.kubectl("exec", pods["h1"].Name, "--", "true")
@@ -485,6 +476,18 @@ func stepper(t *testing.T, c *cluster) func(string, func()) {
 			t.FailNow()
 		}
 	}
+}
+
+// leaseRenewedSince is nil once node's Lease was renewed after t.
+func (c *cluster) leaseRenewedSince(node string, t time.Time) error {
+	l, err := c.kube.CoordinationV1().Leases("kube-node-lease").Get(context.Background(), node, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(t.Truncate(time.Microsecond)) {
+		return fmt.Errorf("%s's lease renewed at %v, want after %v", node, l.Spec.RenewTime, t)
+	}
+	return nil
 }
 
 // kubectlStdin runs kubectl with body on its standard input.

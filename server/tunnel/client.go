@@ -52,6 +52,10 @@ func NewClient(cfg ClientConfig, handler http.Handler, log *slog.Logger) (*Clien
 	return c, nil
 }
 
+// maxBackoff caps the wait between reconnection attempts (one cheap HTTPS
+// request each).
+const maxBackoff = 5 * time.Second
+
 // Run keeps the control stream up, reconnecting with back-off, until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
 	backoff := time.Second
@@ -70,9 +74,9 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(backoff):
 		}
-		if backoff < 30*time.Second {
-			backoff *= 2
-		}
+		// At most maxBackoff between tries: once the server is back, logs,
+		// exec and port-forward to this node work again within seconds.
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
