@@ -54,6 +54,7 @@ func benchPodStartup(b *testing.B) {
 	// Pod startup is measured on a node that is up: registered, Ready and
 	// with its pod network (as upstream's SLO measures it).
 	h.waitNodeReady(30 * time.Second)
+	nodeReady := time.Since(h.agentStarted)
 	w, err := h.client.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{})
 	if err != nil {
 		b.Fatal(err)
@@ -116,6 +117,7 @@ func benchPodStartup(b *testing.B) {
 		cpu += pidCPU(st.Pid)
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(n), "cpu-ms/pod")
+	b.ReportMetric(float64(nodeReady.Milliseconds()), "node-ready-ms")
 	for i := range n {
 		created[fmt.Sprintf("p%03d", i)] = createdAt[i]
 	}

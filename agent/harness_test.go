@@ -174,6 +174,8 @@ type harness struct {
 	stop   func()
 	// atTeardown run first at teardown (e.g. killing child processes).
 	atTeardown []func()
+	// agentStarted is when startAgent last ran the agent.
+	agentStarted time.Time
 	// stepHook is the agents' step hook.
 	stepHook func(*corev1.Pod, string, time.Duration)
 	// teardownOnce makes the test's Cleanup and an interrupt tear down once.
@@ -282,6 +284,7 @@ func (h *harness) startAgent() {
 	}
 	a.stepHook = h.stepHook
 	h.agent = a
+	h.agentStarted = time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

@@ -130,16 +130,17 @@ func (n *nodeStatus) run(ctx context.Context) error {
 	}
 	t := time.NewTicker(a.cfg.StatusUpdateFrequency)
 	defer t.Stop()
-	fast := time.NewTicker(time.Second)
-	defer fast.Stop()
+	// The pod CIDR comes moments after registration (node IPAM); until
+	// it does, pods cannot start: look again after 25 ms, doubling to 1s.
+	fast := 25 * time.Millisecond
 	for {
 		if err := n.update(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("update node status", "err", err)
 		}
-		// Poll quickly until the pod CIDR is assigned, then at the status pace.
 		tick := t.C
 		if a.network() == nil && a.netFac != nil {
-			tick = fast.C
+			tick = time.After(fast)
+			fast = min(2*fast, time.Second)
 		}
 		select {
 		case <-ctx.Done():
