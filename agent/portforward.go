@@ -218,23 +218,23 @@ type replyStream struct {
 
 // pfPair is one forwarded connection: its error and data streams.
 type pfPair struct {
-	id          string
-	port        uint16
-	data, error *replyStream
-	timer       *time.Timer
+	id         string
+	port       uint16
+	data, errs *replyStream
+	timer      *time.Timer
 }
 
 // pfSession is one client connection.
 type pfSession struct {
 	pf      *portForwarder
 	streams chan *replyStream
-	expired chan string
+	expired chan *pfPair
 	done    chan struct{}
 	once    sync.Once
 }
 
 func (pf *portForwarder) newSession() *pfSession {
-	return &pfSession{pf: pf, streams: make(chan *replyStream), expired: make(chan string), done: make(chan struct{})}
+	return &pfSession{pf: pf, streams: make(chan *replyStream), expired: make(chan *pfPair), done: make(chan struct{})}
 }
 
 // abort releases a session whose connection never started.
@@ -309,15 +309,15 @@ func (s *pfSession) run(conn httpstream.Connection) {
 		select {
 		case <-conn.CloseChan():
 			return
-		case id := <-s.expired:
-			p, ok := pairs[id]
-			if !ok {
-				continue
+		case p := <-s.expired:
+			if pairs[p.id] != p {
+				continue // completed meanwhile
 			}
+			id := p.id
 			delete(pairs, id)
-			if p.error != nil {
-				<-p.error.replySent
-				fmt.Fprintf(p.error, "timed out waiting for the data stream of request %s", id)
+			if p.errs != nil {
+				<-p.errs.replySent
+				fmt.Fprintf(p.errs, "timed out waiting for the data stream of request %s", id)
 			}
 			p.reset()
 		case st := <-s.streams:
@@ -328,7 +328,7 @@ func (s *pfSession) run(conn httpstream.Connection) {
 				p = &pfPair{id: id, port: port}
 				p.timer = time.AfterFunc(s.pf.pairTimeout, func() {
 					select {
-					case s.expired <- id:
+					case s.expired <- p:
 					case <-s.done:
 					}
 				})
@@ -336,7 +336,7 @@ func (s *pfSession) run(conn httpstream.Connection) {
 			}
 			slot := &p.data
 			if st.Headers().Get(corev1.StreamType) == corev1.StreamTypeError {
-				slot = &p.error
+				slot = &p.errs
 			}
 			if *slot != nil {
 				s.pf.log.Warn("port-forward: duplicate stream", "request", id, "type", st.Headers().Get(corev1.StreamType))
@@ -344,7 +344,7 @@ func (s *pfSession) run(conn httpstream.Connection) {
 				continue
 			}
 			*slot = st
-			if p.data == nil || p.error == nil {
+			if p.data == nil || p.errs == nil {
 				continue
 			}
 			p.timer.Stop()
@@ -352,7 +352,7 @@ func (s *pfSession) run(conn httpstream.Connection) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer conn.RemoveStreams(p.data.Stream, p.error.Stream)
+				defer conn.RemoveStreams(p.data.Stream, p.errs.Stream)
 				s.pf.forward(ctx, p)
 			}()
 		}
@@ -361,7 +361,7 @@ func (s *pfSession) run(conn httpstream.Connection) {
 
 // reset tears down the streams of an incomplete pair.
 func (p *pfPair) reset() {
-	for _, st := range []*replyStream{p.data, p.error} {
+	for _, st := range []*replyStream{p.data, p.errs} {
 		if st != nil {
 			_ = st.Reset()
 		}
@@ -373,12 +373,12 @@ func (p *pfPair) reset() {
 // closing the error stream tells the client the connection is over.
 func (pf *portForwarder) forward(ctx context.Context, p *pfPair) {
 	<-p.data.replySent
-	<-p.error.replySent
-	defer p.error.Close()
+	<-p.errs.replySent
+	defer p.errs.Close()
 	fail := func(err error) {
 		msg := fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", p.port, pf.pod, pf.uid, err)
 		pf.log.Info("port-forward", "port", p.port, "err", err)
-		_, _ = io.WriteString(p.error, msg)
+		_, _ = io.WriteString(p.errs, msg)
 		_ = p.data.Close()
 	}
 	c, err := pf.dial(ctx, p.port)
