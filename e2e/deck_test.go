@@ -377,6 +377,14 @@ func TestDeck(t *testing.T) {
 		}
 		c.t.Logf("%d objects and %d containers unchanged; counter %d → %d", len(snap.objects), len(snap.containers), a.visits, b.visits)
 	})
+
+	step("11-scale-down", func() {
+		c.kubectl("scale", "deployment", "web-deployment", "--replicas=1")
+		c.eventually(60*time.Second, "1 web pod", func() error { return c.webPods(1, "") })
+		if _, err := c.visit(nodeAddrs[0], "/"); err != nil {
+			c.t.Errorf("web-svc with one replica: %v", err)
+		}
+	})
 }
 
 // webPods is nil once n web pods are Ready (with image, when given) and no

@@ -282,6 +282,56 @@ func TestNodeWorkloads(t *testing.T) {
 		c.t.Logf("kubectl get pods:\n%s", c.kubectl("get", "pods", "-o", "wide"))
 	})
 
+	step("bad-specs", func() {
+		// Refused by validation, with the upstream message.
+		out, err := c.kubectlIn([]byte(`
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: mismatch}
+spec:
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: b}}
+    spec: {containers: [{name: c, image: "busybox:stable"}]}
+`), "apply", "-f", "-")
+		if err == nil || !strings.Contains(out, "selector` does not match template `labels`") {
+			c.t.Errorf("Deployment whose selector misses its template: %v\n%s", err, out)
+		}
+		c.kubectlStdin(`
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: fine}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: fine}}
+  template:
+    metadata: {labels: {app: fine}}
+    spec:
+      nodeSelector: {disktype: none-such}
+      containers: [{name: c, image: "busybox:stable", command: [sleep, "3600"]}]
+`, "apply", "-f", "-")
+		if out, err := c.kubectlErr("scale", "deployment", "fine", "--replicas=-1"); err == nil {
+			c.t.Errorf("negative replicas accepted: %s", out)
+		}
+		// An impossible nodeSelector: a clear condition, not a hot loop.
+		c.eventually(30*time.Second, "fine's pod unschedulable", func() error {
+			pods, err := c.kube.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: "app=fine"})
+			if err != nil {
+				return err
+			}
+			if len(pods.Items) != 1 {
+				return fmt.Errorf("%d pods", len(pods.Items))
+			}
+			for _, cd := range pods.Items[0].Status.Conditions {
+				if cd.Type == corev1.PodScheduled && cd.Reason == corev1.PodReasonUnschedulable && strings.Contains(cd.Message, "node affinity/selector") {
+					return nil
+				}
+			}
+			return fmt.Errorf("conditions %+v", pods.Items[0].Status.Conditions)
+		})
+		c.kubectl("delete", "deployment", "fine")
+	})
+
 	step("oom-liveness-backoff", func() {
 		c.eventually(60*time.Second, "hog OOMKilled", func() error {
 			p, err := c.kube.CoreV1().Pods("default").Get(context.Background(), "hog", metav1.GetOptions{})
