@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,8 +97,34 @@ func newPFServer(t *testing.T) *pfServer {
 	t.Cleanup(func() {
 		s.Close()
 		s.waitIdle(t)
+		noForwarderGoroutines(t)
 	})
 	return s
+}
+
+// noForwarderGoroutines fails if a goroutine of the port-forward server is
+// still running (the tests of this file do not run in parallel).
+func noForwarderGoroutines(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:goruntime.Stack(buf, true)]
+		var left []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "agent.(*portForwarder)") || strings.Contains(g, "agent.(*pfSession)") {
+				left = append(left, g)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d port-forward goroutines left:\n%s", len(left), strings.Join(left, "\n\n"))
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitIdle fails unless every served session has returned.
@@ -355,22 +382,27 @@ func TestPortForwardErrors(t *testing.T) {
 // TestPortForwardClientGoesAway checks that a client dropping the
 // connection mid-transfer ends the session and its pod connections.
 func TestPortForwardClientGoesAway(t *testing.T) {
-	// A "pod" that greets and then waits for input forever.
+	// A "pod" that greets, reads to the end and then neither talks nor
+	// closes: only the server closing its side ends the forwarded
+	// connection.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	podClosed := make(chan struct{})
+	release := make(chan struct{})
+	defer close(release)
 	go func() {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
 		defer c.Close()
-		_, _ = c.Write([]byte("hi"))
+		if _, err := c.Write([]byte("hi")); err != nil {
+			return
+		}
 		_, _ = io.Copy(io.Discard, c)
-		close(podClosed)
+		<-release
 	}()
 	s := newPFServer(t)
 	conn, _, err := s.dialer(t, viaWebSocket).Dial(portForwardProtocolV1)
@@ -383,12 +415,8 @@ func TestPortForwardClientGoesAway(t *testing.T) {
 		t.Fatalf("greeting %q %v", buf, err)
 	}
 	conn.Close()
-	select {
-	case <-podClosed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("pod connection still open after the client went away")
-	}
 	s.waitIdle(t)
+	noForwarderGoroutines(t)
 }
 
 func TestPortForwardRefusesOtherProtocols(t *testing.T) {
