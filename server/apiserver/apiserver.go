@@ -50,6 +50,9 @@ type Config struct {
 	NotReadyTolerationSeconds, UnreachableTolerationSeconds int64
 	// Ready reports readiness beyond the API server's own (nil: always).
 	Ready func() error
+	// BookmarkInterval is how often watches that asked for bookmarks get
+	// one (a minute when zero, as kube-apiserver).
+	BookmarkInterval time.Duration
 }
 
 // User is an authenticated caller.

@@ -453,11 +453,22 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 		if initialEnd {
 			m.SetAnnotations(map[string]string{metav1.InitialEventsAnnotationKey: "true"})
 		}
-		body, err := s.toServed(sv, obj)
+		var body runtime.Object
+		var err error
+		if out.as == "PartialObjectMetadata" || out.as == "PartialObjectMetadataList" {
+			// Metadata watches (the garbage collector's informers) get
+			// their bookmarks as metadata too: their decoder knows no
+			// other kind.
+			body, err = s.renderOne(sv, out, obj, false)
+		} else {
+			body, err = s.toServed(sv, obj)
+			if err == nil {
+				body.GetObjectKind().SetGroupVersionKind(sv.gvk())
+			}
+		}
 		if err != nil {
 			return err
 		}
-		body.GetObjectKind().SetGroupVersionKind(sv.gvk())
 		var buf bytesBuffer
 		if err := embedded.Encode(body, &buf); err != nil {
 			return err
@@ -481,7 +492,11 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 		}
 	}
 	last := from
-	tick := time.NewTicker(time.Minute)
+	every := s.cfg.BookmarkInterval
+	if every <= 0 {
+		every = time.Minute
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {
