@@ -80,7 +80,7 @@ func (a *Agent) serveExec(w http.ResponseWriter, r *http.Request, ns, name, cont
 		if attach {
 			what = "attach"
 		}
-		http.Error(w, what+" needs a WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) or SPDY (v4.channel.k8s.io) upgrade", http.StatusBadRequest)
+		http.Error(w, what+" needs a WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) or SPDY (v5.channel.k8s.io, v4.channel.k8s.io) upgrade", http.StatusBadRequest)
 	}
 }
 
