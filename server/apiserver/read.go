@@ -206,7 +206,7 @@ func (s *Server) list(ctx context.Context, k *kind, ns string, f filter, q map[s
 		}
 		if get("resourceVersionMatch") == string(metav1.ResourceVersionMatchExact) {
 			opts.Revision = rv
-		} else if cur := s.st.Revision(); rv > cur {
+		} else if cur := s.awaitRevision(ctx, rv); rv > cur {
 			return nil, apierrors.NewTimeoutError(fmt.Sprintf("Too large resource version: %d, current: %d", rv, cur), 1)
 		}
 	}
@@ -397,6 +397,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 			return
 		}
 	}
+	s.awaitRevision(ctx, from)
 	wt, err := s.st.Watch(ctx, sv.k.prefix(ri.namespace), from)
 	if err != nil {
 		s.writeError(w, r, storeError(sv.k, "", err))
@@ -676,4 +677,29 @@ func (s *Server) storedJSON(ctx context.Context, k *kind, kv store.KeyValue, obj
 	}
 	c.put(kv.Key, kv.ModRevision, b)
 	return b, nil
+}
+
+// revisionWait bounds how long a request naming a revision the store has
+// not announced yet waits for it (kube-apiserver waits up to 3 s for its
+// watch cache). A client can hold such a revision legitimately: a commit is
+// visible to reads a moment before the store announces its revision.
+const revisionWait = 3 * time.Second
+
+// awaitRevision waits until the store's revision reaches rv, ctx ends or
+// revisionWait passes, and returns the store's revision.
+func (s *Server) awaitRevision(ctx context.Context, rv int64) int64 {
+	cur := s.st.Revision()
+	if rv <= cur {
+		return cur
+	}
+	deadline := time.Now().Add(revisionWait)
+	for wait := 100 * time.Microsecond; rv > cur && time.Now().Before(deadline); wait = min(2*wait, 20*time.Millisecond) {
+		select {
+		case <-ctx.Done():
+			return cur
+		case <-time.After(wait):
+		}
+		cur = s.st.Revision()
+	}
+	return cur
 }
