@@ -298,6 +298,7 @@ func (r *Runtime) StartContainer(id string) error {
 	monStarted := make(chan error, 1)
 	go func() { monStarted <- mon.Start() }()
 	t = r.step("start: log dir+pipes", t)
+	r.ensureInit()
 	err = c.lc.Run(proc)
 	t = r.step("start: libcontainer.Run", t)
 	outW.Close()

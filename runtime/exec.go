@@ -111,6 +111,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (int, e
 			pw.Close()
 		}()
 	}
+	r.ensureInit()
 	err = c.lc.Run(proc)
 	if outW != nil {
 		outW.Close()
@@ -163,6 +164,7 @@ func (r *Runtime) execTTY(ctx context.Context, c *container, proc *libcontainer.
 	defer parent.Close()
 	proc.ConsoleSocket = child
 	proc.Env = append(proc.Env, "TERM=xterm")
+	r.ensureInit()
 	err = c.lc.Run(proc)
 	child.Close()
 	if err != nil {

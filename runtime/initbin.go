@@ -15,11 +15,11 @@ import (
 // initexec.c finds it among the parent's files by this name.
 const initMemfdName = "orch-init"
 
-// sealedInit returns a sealed, executable memfd holding bin, the small
-// container init (internal/initbin). Sealed, it can never be written, so a
-// container cannot replace the binary that runs as its (or another
-// container's) init.
-func sealedInit(bin []byte) (*os.File, error) {
+// sealedInit returns a sealed, executable memfd holding what src yields,
+// the small container init (internal/initbin). Sealed, it can never be
+// written, so a container cannot replace the binary that runs as its (or
+// another container's) init.
+func sealedInit(src io.Reader) (*os.File, error) {
 	fd, err := unix.MemfdCreate(initMemfdName, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_EXEC)
 	if errors.Is(err, unix.EINVAL) { // before Linux 6.3 there is no MFD_EXEC
 		fd, err = unix.MemfdCreate(initMemfdName, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
@@ -28,16 +28,20 @@ func sealedInit(bin []byte) (*os.File, error) {
 		return nil, fmt.Errorf("init memfd: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "memfd:"+initMemfdName)
-	if err := fillAndSeal(f, bin); err != nil {
+	if err := fillAndSeal(f, src); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("init memfd: %w", err)
 	}
 	return f, nil
 }
 
-func fillAndSeal(f *os.File, bin []byte) error {
-	if _, err := f.Write(bin); err != nil {
+func fillAndSeal(f *os.File, src io.Reader) error {
+	n, err := io.Copy(f, src)
+	if err != nil {
 		return err
+	}
+	if n == 0 {
+		return errors.New("empty init binary")
 	}
 	if err := f.Chmod(0o511); err != nil {
 		return err
@@ -45,22 +49,43 @@ func fillAndSeal(f *os.File, bin []byte) error {
 	// F_SEAL_EXEC (Linux 6.3) keeps the mode as it is; older kernels lack it.
 	const sealExec = 0x20
 	_, _ = unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, sealExec)
-	_, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE)
+	_, err = unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE)
 	if err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
 	return nil
 }
 
-// gunzip returns the uncompressed contents of gz ("" gives nil).
-func gunzip(gz []byte) ([]byte, error) {
+// initSource returns the small init to run: Config.InitBinary, else the
+// one built in (gzipped), else nil.
+func (r *Runtime) initSource() (io.Reader, error) {
+	if r.cfg.InitBinary != nil {
+		return bytes.NewReader(r.cfg.InitBinary), nil
+	}
+	gz := packedInitGz()
 	if len(gz) == 0 {
 		return nil, nil
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(gz))
-	if err != nil {
-		return nil, err
-	}
-	defer zr.Close()
-	return io.ReadAll(zr)
+	return gzip.NewReader(bytes.NewReader(gz))
+}
+
+// ensureInit makes the small init's memfd on first use (an idle node with
+// no containers does not hold it). On failure the inits re-execute this
+// binary.
+func (r *Runtime) ensureInit() {
+	r.initOnce.Do(func() {
+		src, err := r.initSource()
+		if err == nil && src != nil {
+			var f *os.File
+			if f, err = sealedInit(src); err == nil {
+				r.mu.Lock()
+				r.initFile = f
+				r.mu.Unlock()
+				return
+			}
+		}
+		if err != nil {
+			r.log.Warn("containers' inits will re-execute this binary", "err", err)
+		}
+	})
 }

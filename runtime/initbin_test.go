@@ -1,10 +1,9 @@
 package runtime
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +17,7 @@ import (
 )
 
 func TestSealedInitCannotBeWritten(t *testing.T) {
-	f, err := sealedInit([]byte("\x7fELF not really"))
+	f, err := sealedInit(strings.NewReader("\x7fELF not really"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,19 +48,17 @@ func TestSealedInitCannotBeWritten(t *testing.T) {
 	}
 }
 
-func TestGunzip(t *testing.T) {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	_, _ = zw.Write([]byte("init"))
-	_ = zw.Close()
-	if b, err := gunzip(buf.Bytes()); err != nil || string(b) != "init" {
-		t.Fatalf("gunzip = %q, %v", b, err)
+func TestInitSource(t *testing.T) {
+	r := &Runtime{cfg: Config{InitBinary: []byte("init")}}
+	src, err := r.initSource()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if b, err := gunzip(nil); err != nil || b != nil {
-		t.Fatalf("gunzip(nil) = %q, %v", b, err)
+	if b, _ := io.ReadAll(src); string(b) != "init" {
+		t.Fatalf("init source %q", b)
 	}
-	if _, err := gunzip([]byte("not gzip")); err == nil {
-		t.Fatal("gunzip took garbage")
+	if _, err := sealedInit(strings.NewReader("")); err == nil {
+		t.Fatal("an empty init binary was taken")
 	}
 }
 
@@ -112,39 +109,16 @@ func buildInit(t *testing.T) []byte {
 func TestSmallInit(t *testing.T) {
 	e := newTestRuntimeInit(t, buildInit(t))
 	sb := e.sandbox(t, "small-init")
+	if e.r.initFile != nil {
+		t.Fatal("the init memfd was made before any container started")
+	}
 	st, out := e.run(t, sb, e.ctr("hello", "sh", "-c", "echo hello; exit 4"))
 	expectExit(t, st, 4, ReasonError)
 	if out != "hello\n" {
 		t.Errorf("logs %q", out)
 	}
-	// The init waits for the exec fifo after a Start: it is the small
-	// init, from its sealed memfd.
-	id, err := e.r.CreateContainer(sb.Config.UID, e.ctr("held", "/bin/true"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := e.r.get(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &libcontainer.Process{Args: []string{"/bin/true"}, Env: []string{"PATH=/bin"}, Cwd: "/", Init: true}
-	if err := c.lc.Start(p); err != nil {
-		t.Fatal(err)
-	}
-	pid, err := p.Pid()
-	if err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
-	_ = c.lc.Signal(unix.SIGKILL)
-	_, _ = p.Wait()
-	if err != nil || exe != "/memfd:"+initMemfdName+" (deleted)" {
-		t.Fatalf("the container's init runs %q (%v), not the small init", exe, err)
-	}
-	if err := e.r.RemoveContainer(id); err != nil {
-		t.Fatal(err)
-	}
-	id, err = e.r.CreateContainer(sb.Config.UID, e.ctr("sleep", "sleep", "60"))
+	assertSmallInit(t, e, sb)
+	id, err := e.r.CreateContainer(sb.Config.UID, e.ctr("sleep", "sleep", "60"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +133,39 @@ func TestSmallInit(t *testing.T) {
 		t.Fatalf("exec: code %d err %v output %q", code, err, buf.String())
 	}
 	if err := e.r.RemoveContainer(id); err != nil && !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+}
+
+// assertSmallInit starts a container's init without letting it exec the
+// command (it then waits on the exec fifo) and checks that it is the small
+// init, from its sealed memfd.
+func assertSmallInit(t *testing.T, e *testEnv, sb *Sandbox) {
+	t.Helper()
+	id, err := e.r.CreateContainer(sb.Config.UID, e.ctr("held", "/bin/true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.r.get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &libcontainer.Process{Args: []string{"/bin/true"}, Env: []string{"PATH=/bin"}, Cwd: "/", Init: true}
+	e.r.ensureInit() // as StartContainer does
+	if err := c.lc.Start(p); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := p.Pid()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+	_ = c.lc.Signal(unix.SIGKILL)
+	_, _ = p.Wait()
+	if err != nil || exe != "/memfd:"+initMemfdName+" (deleted)" {
+		t.Fatalf("the container's init runs %q (%v), not the small init", exe, err)
+	}
+	if err := e.r.RemoveContainer(id); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -33,8 +33,10 @@ type Runtime struct {
 	// step of a container's lifecycle.
 	stepHook func(step string, d time.Duration)
 
-	// initFile is the sealed memfd of the small init (nil: none); the
+	// initFile is the sealed memfd of the small init (nil: none yet, or
+	// none to be had), made at the first container start or exec; the
 	// containers' inits find it through /proc/<our pid>/fd (initexec.c).
+	initOnce sync.Once
 	initFile *os.File
 }
 
@@ -77,23 +79,7 @@ func New(cfg Config, log *slog.Logger) (*Runtime, error) {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
 	}
-	r := &Runtime{cfg: cfg, log: log, pods: map[string]*Sandbox{}, ctrs: map[string]*container{}}
-	bin := cfg.InitBinary
-	if bin == nil {
-		var err error
-		if bin, err = gunzip(packedInitGz()); err != nil {
-			return nil, fmt.Errorf("runtime: unpack the container init: %w", err)
-		}
-	}
-	if len(bin) > 0 {
-		f, err := sealedInit(bin)
-		if err != nil {
-			// Not fatal: the inits run the whole binary, only slower.
-			log.Warn("containers' inits will re-execute this binary", "err", err)
-		}
-		r.initFile = f
-	}
-	return r, nil
+	return &Runtime{cfg: cfg, log: log, pods: map[string]*Sandbox{}, ctrs: map[string]*container{}}, nil
 }
 
 // Close releases what the Runtime holds in this process (the small init's
