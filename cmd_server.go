@@ -157,7 +157,7 @@ func newLogger(level string) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: %w", level, err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	log := slog.New(routineHandler{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})})
 	klog.SetSlogLogger(log)
 	return log, nil
 }
