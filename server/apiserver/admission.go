@@ -22,16 +22,12 @@ import (
 // namespace lifecycle, Service IP and NodePort allocation, pod tolerations.
 func (s *Server) admitCreate(ctx context.Context, k *kind, obj runtime.Object, m metav1.Object, dryRun bool) error {
 	if k.namespaced {
-		nsKind := s.reg.kindFor(schema.GroupResource{Resource: "namespaces"})
-		nsObj, err := s.objs.get(ctx, nsKind, "", m.GetNamespace())
+		terminating, err := s.namespaceTerminating(ctx, m.GetNamespace())
 		if err != nil {
-			if apierrors.IsNotFound(err) {
-				return apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, m.GetNamespace())
-			}
 			return err
 		}
-		if n := nsObj.(*corev1.Namespace); n.Status.Phase == corev1.NamespaceTerminating || n.DeletionTimestamp != nil {
-			return apierrors.NewForbidden(k.gr, m.GetName(), fmt.Errorf("unable to create new content in namespace %s because it is being terminated", n.Name))
+		if terminating {
+			return apierrors.NewForbidden(k.gr, m.GetName(), fmt.Errorf("unable to create new content in namespace %s because it is being terminated", m.GetNamespace()))
 		}
 	}
 	switch o := obj.(type) {
@@ -43,6 +39,35 @@ func (s *Server) admitCreate(ctx context.Context, k *kind, obj runtime.Object, m
 		addDefaultTolerations(&o.Spec, s.cfg.NotReadyTolerationSeconds, s.cfg.UnreachableTolerationSeconds)
 	}
 	return nil
+}
+
+// nsLifecycle is what creates need to know of a namespace at a revision.
+type nsLifecycle struct {
+	rev         int64
+	terminating bool
+}
+
+// namespaceTerminating reports whether namespace ns is being deleted (a
+// NotFound error when it does not exist). The stored namespace is read on
+// every call; it is decoded only when its revision changed since the last.
+func (s *Server) namespaceTerminating(ctx context.Context, ns string) (bool, error) {
+	nsKind := s.reg.kindFor(schema.GroupResource{Resource: "namespaces"})
+	kv, err := s.st.Get(ctx, nsKind.key("", ns))
+	if err != nil {
+		s.nsLife.Delete(ns)
+		return false, storeError(nsKind, ns, err)
+	}
+	if c, ok := s.nsLife.Load(ns); ok && c.(nsLifecycle).rev == kv.ModRevision {
+		return c.(nsLifecycle).terminating, nil
+	}
+	obj, err := s.objs.decode(ctx, nsKind, kv)
+	if err != nil {
+		return false, apierrors.NewInternalError(err)
+	}
+	n := obj.(*corev1.Namespace)
+	terminating := n.Status.Phase == corev1.NamespaceTerminating || n.DeletionTimestamp != nil
+	s.nsLife.Store(ns, nsLifecycle{rev: kv.ModRevision, terminating: terminating})
+	return terminating, nil
 }
 
 // admitUpdate handles allocation changes of an updated Service.

@@ -97,6 +97,11 @@ type Server struct {
 	alloc    *allocator
 	started  time.Time
 
+	// nsLife caches namespace lifecycle by revision (name -> nsLifecycle).
+	nsLife sync.Map
+	// bufs are reused response buffers (*bytes.Buffer).
+	bufs sync.Pool
+
 	fmMu          sync.Mutex
 	fieldManagers map[string]*managedfields.FieldManager
 	discovery     *discoveryDocs
@@ -126,7 +131,7 @@ func New(cfg Config, st store.Store, enc Transformer, auth Authenticator, log *s
 	}
 	s.objs = newObjects(st, scheme, enc)
 	s.typeConv = applyconfigurations.NewTypeConverter(scheme)
-	s.created = &createFields{conv: s.typeConv}
+	s.created = newCreateFields(s.typeConv)
 	s.alloc = newAllocator(st, cfg.ServiceCIDR, cfg.NodePortMin, cfg.NodePortMax)
 	s.discovery = newDiscovery(s.reg)
 	if s.cfg.OpenAPI == nil {

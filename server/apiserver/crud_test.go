@@ -449,3 +449,26 @@ func TestEventsV1(t *testing.T) {
 		t.Fatalf("table: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestCreateInTerminatingNamespace: creates are refused once the namespace
+// is being deleted, also after an earlier create cached its state.
+func TestCreateInTerminatingNamespace(t *testing.T) {
+	ts := newTestServer(t)
+	ctx := context.Background()
+	if _, err := ts.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "gone"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cms := ts.client.CoreV1().ConfigMaps("gone")
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.client.CoreV1().Namespaces().Delete(ctx, "gone", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "b"}}, metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("create in a terminating namespace: %v", err)
+	}
+	if _, err := ts.client.CoreV1().ConfigMaps("nowhere").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "c"}}, metav1.CreateOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("create in a missing namespace: %v", err)
+	}
+}

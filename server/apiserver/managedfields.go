@@ -26,26 +26,36 @@ type createFields struct {
 		ObjectToTyped(runtime.Object, ...typed.ValidationOptions) (*typed.TypedValue, error)
 	}
 
+	// stripped are the fields no manager owns (as the field manager's
+	// stripMeta step): identity and system-maintained metadata.
+	stripped *fieldpath.Set
+
 	mu    sync.Mutex
 	empty map[schema.GroupVersionKind]*typed.TypedValue
 }
 
-// strippedFields are the fields no manager owns (as the field manager's
-// stripMeta step): identity and system-maintained metadata.
-var strippedFields = fieldpath.NewSet(
-	fieldpath.MakePathOrDie("apiVersion"),
-	fieldpath.MakePathOrDie("kind"),
-	fieldpath.MakePathOrDie("metadata"),
-	fieldpath.MakePathOrDie("metadata", "name"),
-	fieldpath.MakePathOrDie("metadata", "namespace"),
-	fieldpath.MakePathOrDie("metadata", "creationTimestamp"),
-	fieldpath.MakePathOrDie("metadata", "selfLink"),
-	fieldpath.MakePathOrDie("metadata", "uid"),
-	fieldpath.MakePathOrDie("metadata", "clusterName"),
-	fieldpath.MakePathOrDie("metadata", "generation"),
-	fieldpath.MakePathOrDie("metadata", "managedFields"),
-	fieldpath.MakePathOrDie("metadata", "resourceVersion"),
-)
+func newCreateFields(conv interface {
+	ObjectToTyped(runtime.Object, ...typed.ValidationOptions) (*typed.TypedValue, error)
+}) *createFields {
+	return &createFields{conv: conv, stripped: strippedFields(), empty: map[schema.GroupVersionKind]*typed.TypedValue{}}
+}
+
+func strippedFields() *fieldpath.Set {
+	return fieldpath.NewSet(
+		fieldpath.MakePathOrDie("apiVersion"),
+		fieldpath.MakePathOrDie("kind"),
+		fieldpath.MakePathOrDie("metadata"),
+		fieldpath.MakePathOrDie("metadata", "name"),
+		fieldpath.MakePathOrDie("metadata", "namespace"),
+		fieldpath.MakePathOrDie("metadata", "creationTimestamp"),
+		fieldpath.MakePathOrDie("metadata", "selfLink"),
+		fieldpath.MakePathOrDie("metadata", "uid"),
+		fieldpath.MakePathOrDie("metadata", "clusterName"),
+		fieldpath.MakePathOrDie("metadata", "generation"),
+		fieldpath.MakePathOrDie("metadata", "managedFields"),
+		fieldpath.MakePathOrDie("metadata", "resourceVersion"),
+	)
+}
 
 // emptyOf returns the typed empty object of k (the "live" object of a create).
 func (c *createFields) emptyOf(k *kind) (*typed.TypedValue, error) {
@@ -59,9 +69,6 @@ func (c *createFields) emptyOf(k *kind) (*typed.TypedValue, error) {
 	tv, err := c.conv.ObjectToTyped(obj, typed.AllowDuplicates)
 	if err != nil {
 		return nil, fmt.Errorf("typed empty %s: %w", k.gvk, err)
-	}
-	if c.empty == nil {
-		c.empty = map[schema.GroupVersionKind]*typed.TypedValue{}
 	}
 	c.empty[k.gvk] = tv
 	return tv, nil
@@ -91,7 +98,7 @@ func (c *createFields) set(k *kind, obj runtime.Object, m metav1.Object, manager
 	if err != nil {
 		return false, fmt.Errorf("managed fields of %s: %w", k.gvk.Kind, err)
 	}
-	fs := cmp.Modified.Union(cmp.Added).Difference(cmp.Removed).Difference(strippedFields)
+	fs := cmp.Modified.Union(cmp.Added).Difference(cmp.Removed).Difference(c.stripped)
 	if fs.Empty() {
 		return true, nil
 	}

@@ -97,8 +97,17 @@ func (s *Server) writeObject(w http.ResponseWriter, r *http.Request, code int, o
 }
 
 func (s *Server) writeObjectAs(w http.ResponseWriter, r *http.Request, out output, code int, obj runtime.Object) {
-	var buf bytes.Buffer
-	if err := out.encoder(r).Encode(obj, &buf); err != nil {
+	buf, _ := s.bufs.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = bytes.NewBuffer(make([]byte, 0, 8<<10))
+	}
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			s.bufs.Put(buf)
+		}
+	}()
+	if err := out.encoder(r).Encode(obj, buf); err != nil {
 		s.log.Error("encode response", "err", err, "type", fmt.Sprintf("%T", obj))
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusInternalServerError)
