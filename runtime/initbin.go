@@ -15,11 +15,8 @@ import (
 // initexec.c finds it among the parent's files by this name.
 const initMemfdName = "orch-init"
 
-// sealedInit returns a sealed, executable memfd holding what src yields,
-// the small container init (internal/initbin). Sealed, it can never be
-// written, so a container cannot replace the binary that runs as its (or
-// another container's) init.
-func sealedInit(src io.Reader) (*os.File, error) {
+// newInitMemfd makes the (empty) memfd for the small init.
+func newInitMemfd() (*os.File, error) {
 	fd, err := unix.MemfdCreate(initMemfdName, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_EXEC)
 	if errors.Is(err, unix.EINVAL) { // before Linux 6.3 there is no MFD_EXEC
 		fd, err = unix.MemfdCreate(initMemfdName, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
@@ -27,7 +24,18 @@ func sealedInit(src io.Reader) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("init memfd: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "memfd:"+initMemfdName)
+	return os.NewFile(uintptr(fd), "memfd:"+initMemfdName), nil
+}
+
+// sealedInit returns a sealed, executable memfd holding what src yields,
+// the small container init (internal/initbin). Sealed, it can never be
+// written, so a container cannot replace the binary that runs as its (or
+// another container's) init.
+func sealedInit(src io.Reader) (*os.File, error) {
+	f, err := newInitMemfd()
+	if err != nil {
+		return nil, err
+	}
 	if err := fillAndSeal(f, src); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("init memfd: %w", err)
@@ -69,23 +77,44 @@ func (r *Runtime) initSource() (io.Reader, error) {
 	return gzip.NewReader(bytes.NewReader(gz))
 }
 
-// ensureInit makes the small init's memfd on first use (an idle node with
-// no containers does not hold it). On failure the inits re-execute this
-// binary.
+// openInit makes the memfd of the small init when there is one to run.
+// It is made when the Runtime is, so that it has a low number among this
+// process's files (initexec.c looks through them in order), and filled on
+// first use (a node without containers holds no copy).
+func (r *Runtime) openInit() {
+	if r.cfg.InitBinary == nil && len(packedInitGz()) == 0 {
+		return
+	}
+	f, err := newInitMemfd()
+	if err != nil {
+		r.log.Warn("containers' inits will re-execute this binary", "err", err)
+		return
+	}
+	r.initFile = f
+}
+
+// ensureInit fills and seals the small init's memfd before the first
+// container start or exec (until then it is empty, and an init that finds
+// it goes on as this binary). On failure the memfd is closed and the inits
+// re-execute this binary.
 func (r *Runtime) ensureInit() {
 	r.initOnce.Do(func() {
+		r.mu.Lock()
+		f := r.initFile
+		r.mu.Unlock()
+		if f == nil {
+			return
+		}
 		src, err := r.initSource()
-		if err == nil && src != nil {
-			var f *os.File
-			if f, err = sealedInit(src); err == nil {
-				r.mu.Lock()
-				r.initFile = f
-				r.mu.Unlock()
-				return
-			}
+		if err == nil {
+			err = fillAndSeal(f, src)
 		}
 		if err != nil {
 			r.log.Warn("containers' inits will re-execute this binary", "err", err)
+			r.mu.Lock()
+			r.initFile = nil
+			r.mu.Unlock()
+			f.Close()
 		}
 	})
 }

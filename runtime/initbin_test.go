@@ -109,8 +109,8 @@ func buildInit(t *testing.T) []byte {
 func TestSmallInit(t *testing.T) {
 	e := newTestRuntimeInit(t, buildInit(t))
 	sb := e.sandbox(t, "small-init")
-	if e.r.initFile != nil {
-		t.Fatal("the init memfd was made before any container started")
+	if fi, err := e.r.initFile.Stat(); err != nil || fi.Size() != 0 {
+		t.Fatalf("the init memfd was filled before any container started (%v)", err)
 	}
 	st, out := e.run(t, sb, e.ctr("hello", "sh", "-c", "echo hello; exit 4"))
 	expectExit(t, st, 4, ReasonError)

@@ -33,8 +33,8 @@ type Runtime struct {
 	// step of a container's lifecycle.
 	stepHook func(step string, d time.Duration)
 
-	// initFile is the sealed memfd of the small init (nil: none yet, or
-	// none to be had), made at the first container start or exec; the
+	// initFile is the memfd of the small init (nil: none to be had),
+	// filled and sealed at the first container start or exec; the
 	// containers' inits find it through /proc/<our pid>/fd (initexec.c).
 	initOnce sync.Once
 	initFile *os.File
@@ -79,7 +79,9 @@ func New(cfg Config, log *slog.Logger) (*Runtime, error) {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
 	}
-	return &Runtime{cfg: cfg, log: log, pods: map[string]*Sandbox{}, ctrs: map[string]*container{}}, nil
+	r := &Runtime{cfg: cfg, log: log, pods: map[string]*Sandbox{}, ctrs: map[string]*container{}}
+	r.openInit()
+	return r, nil
 }
 
 // Close releases what the Runtime holds in this process (the small init's
