@@ -102,6 +102,45 @@ func BenchmarkVXLANVersusUnderlay(b *testing.B) {
 	b.ReportMetric(100*hostTime.Seconds()/podTime.Seconds(), "pod/host-%")
 }
 
+// BenchmarkBackendsVersusUnderlay measures how far the pod path can get in
+// this lab at all. One lab of four hosts holds two 2-node clusters, VXLAN on
+// h0 and h1 and host-gw on h2 and h3, and the benchmark alternates 4 MiB
+// transfers over four open connections: host h0 to h1, pod to pod over
+// VXLAN, host h2 to h3, pod to pod over host-gw. host-gw crosses the same
+// pod veth, bridge, netfilter and forwarding hops as VXLAN without the
+// encapsulation, so host-gw/host-% is the floor of the pod path's own cost
+// and vxlan/host-gw-% what the encapsulation takes on top. Each ratio is
+// against both host pairs' time pooled.
+func BenchmarkBackendsVersusUnderlay(b *testing.B) {
+	l := lab.New(b, 4)
+	vx := newNodes(b, BackendVXLAN, l.Hosts[0:2])
+	gw := newNodes(b, BackendHostGW, l.Hosts[2:4])
+	va, vb := newPod(b, l, vx[0], "va"), newPod(b, l, vx[1], "vb")
+	ga, gb := newPod(b, l, gw[0], "ga"), newPod(b, l, gw[1], "gb")
+	const chunk = 4 << 20
+	sinks := []*sink{
+		openSink(b, l.Hosts[0].NS, l.Hosts[1].NS, l.Hosts[1].IP, chunk),
+		openSink(b, va.ns, vb.ns, vb.ip.Addr.Addr(), chunk),
+		openSink(b, l.Hosts[2].NS, l.Hosts[3].NS, l.Hosts[3].IP, chunk),
+		openSink(b, ga.ns, gb.ns, gb.ip.Addr.Addr(), chunk),
+	}
+	took := make([]time.Duration, len(sinks))
+	for b.Loop() {
+		for i, s := range sinks {
+			took[i] += s.send(b)
+		}
+	}
+	host := (took[0] + took[2]).Seconds() / 2
+	vxlan, hostGW := took[1].Seconds(), took[3].Seconds()
+	mb := float64(b.N) * chunk / 1e6
+	b.ReportMetric(mb/host, "host-MB/s")
+	b.ReportMetric(mb/vxlan, "vxlan-MB/s")
+	b.ReportMetric(mb/hostGW, "host-gw-MB/s")
+	b.ReportMetric(100*host/vxlan, "vxlan/host-%")
+	b.ReportMetric(100*host/hostGW, "host-gw/host-%")
+	b.ReportMetric(100*hostGW/vxlan, "vxlan/host-gw-%")
+}
+
 // sink is a TCP connection into a namespace whose far end reads each chunk
 // whole and acknowledges it with one byte, so a timed send covers the bytes
 // arriving, not just leaving.

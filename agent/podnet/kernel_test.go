@@ -54,12 +54,24 @@ func (w tWriter) Write(p []byte) (int, error) {
 func newCluster(t testing.TB, backend Backend, n int) (*lab.Lab, []*testNode) {
 	t.Helper()
 	l := lab.New(t, n)
-	nodes := make([]*testNode, n)
-	for i, h := range l.Hosts {
+	return l, newNodes(t, backend, l.Hosts)
+}
+
+// newNodes makes a cluster of the given lab hosts: host hN gets pod CIDR
+// 10.42.N.0/24, and each node is told about the others, so clusters of
+// disjoint hosts of one lab do not overlap.
+func newNodes(t testing.TB, backend Backend, hosts []*lab.Host) []*testNode {
+	t.Helper()
+	nodes := make([]*testNode, len(hosts))
+	for i, h := range hosts {
+		var idx int
+		if _, err := fmt.Sscanf(h.Role, "h%d", &idx); err != nil {
+			t.Fatalf("lab host %q: want a cluster host h<N>", h.Role)
+		}
 		cfg := Config{
 			NodeName:    h.Role,
 			ClusterCIDR: DefaultClusterCIDR,
-			PodCIDR:     netip.MustParsePrefix(fmt.Sprintf("10.42.%d.0/24", i)),
+			PodCIDR:     netip.MustParsePrefix(fmt.Sprintf("10.42.%d.0/24", idx)),
 			NodeIP:      h.IP,
 			Backend:     backend,
 			DataDir:     h.DataDir,
@@ -69,7 +81,7 @@ func newCluster(t testing.TB, backend Backend, n int) (*lab.Lab, []*testNode) {
 		nodes[i].start(t, t)
 	}
 	announce(t, nodes)
-	return l, nodes
+	return nodes
 }
 
 // start makes a fresh Network for the node (as a restarted agent does) and
