@@ -31,8 +31,19 @@ import (
 
 // BenchmarkPodStartup creates 100 pods at 10/s on one node (image
 // present) and reports the create → Running latency's p50 and p99
-// (ORCHTEST_PODS and ORCHTEST_INTERVAL change the count and pace).
+// (ORCHTEST_PODS and ORCHTEST_INTERVAL change the count and pace). As
+// orch's containers do, they start with the small init
+// (runtime/internal/initbin, built here unless ORCHTEST_INIT_BINARY names
+// one; ORCHTEST_INIT_BINARY=none re-executes the test binary instead).
 func BenchmarkPodStartup(b *testing.B) {
+	if os.Getenv("ORCHTEST_INIT_BINARY") == "" {
+		out := filepath.Join(b.TempDir(), "orch-init")
+		cmd := exec.Command("go", "build", "-tags", "seccomp", "-o", out, "github.com/orch-dev/orch/runtime/internal/initbin")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("build the small init (or set ORCHTEST_INIT_BINARY): %v\n%s", err, msg)
+		}
+		b.Setenv("ORCHTEST_INIT_BINARY", out)
+	}
 	for range b.N {
 		benchPodStartup(b)
 	}

@@ -259,11 +259,11 @@ func newHarnessHook(t testing.TB, mutate func(*Config), stepHook func(*corev1.Po
 }
 
 // testInitBinary is the small container init named by $ORCHTEST_INIT_BINARY
-// (go build -tags seccomp ./runtime/internal/initbin), or nil: the test
-// binary is then the containers' init.
+// (go build -tags seccomp ./runtime/internal/initbin), or nil (unset or
+// "none"): the test binary is then the containers' init.
 func testInitBinary(t testing.TB) []byte {
 	p := os.Getenv("ORCHTEST_INIT_BINARY")
-	if p == "" {
+	if p == "" || p == "none" {
 		return nil
 	}
 	b, err := os.ReadFile(p)
