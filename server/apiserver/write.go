@@ -83,8 +83,9 @@ func readBody(r *http.Request) ([]byte, error) {
 	var err error
 	if n := r.ContentLength; n > 0 && n <= MaxBodyBytes {
 		// Read into a buffer of the announced size (and one byte more, to
-		// see the end) rather than growing one.
-		buf := bytes.NewBuffer(make([]byte, 0, n+1))
+		// see the end) rather than growing one; what a client announces
+		// beyond 64 KB it has to send before the server allocates it.
+		buf := bytes.NewBuffer(make([]byte, 0, min(n+1, 64<<10)))
 		_, err = buf.ReadFrom(io.LimitReader(r.Body, MaxBodyBytes+1))
 		b = buf.Bytes()
 	} else {
