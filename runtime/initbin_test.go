@@ -107,6 +107,7 @@ func buildInit(t *testing.T) []byte {
 
 // TestSmallInit runs containers and execs with the small init binary.
 func TestSmallInit(t *testing.T) {
+	needRoot(t)
 	e := newTestRuntimeInit(t, buildInit(t))
 	sb := e.sandbox(t, "small-init")
 	if fi, err := e.r.initFile.Stat(); err != nil || fi.Size() != 0 {
