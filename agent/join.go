@@ -34,6 +34,32 @@ type JoinConfig struct {
 	Dir string
 	// Timeout bounds each bootstrap request (default 30s).
 	Timeout time.Duration
+	// RetryMax caps the wait between attempts while the server cannot be
+	// reached or answers 5xx (default 10s; the first wait is a second).
+	// Join waits for such a server until ctx ends; a refused token or CA
+	// fails at once.
+	RetryMax time.Duration
+}
+
+// unreachable marks a join failure worth retrying: the server could not
+// be reached, or answered with a server error.
+type unreachable struct{ err error }
+
+func (u unreachable) Error() string { return u.err.Error() }
+func (u unreachable) Unwrap() error { return u.err }
+
+// requestError classifies a failed bootstrap request: certificate failures
+// and a peer that does not speak TLS are final, other transport errors
+// (refused, reset, timeout) mean the server is not (yet) there.
+func requestError(err error) error {
+	var certErr *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var notTLS tls.RecordHeaderError
+	if errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr) || errors.As(err, &notTLS) {
+		return err
+	}
+	return unreachable{err}
 }
 
 // Credential files under JoinConfig.Dir.
@@ -68,10 +94,31 @@ func Join(ctx context.Context, cfg JoinConfig, log *slog.Logger) (*rest.Config, 
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("join: %w", err)
 	}
+	if cfg.RetryMax == 0 {
+		cfg.RetryMax = 10 * time.Second
+	}
 	kc := filepath.Join(cfg.Dir, KubeconfigFile)
 	if rc, ok := reuse(cfg, tok, kc, log); ok {
 		return rc, nil
 	}
+	for delay := time.Second; ; delay = min(2*delay, cfg.RetryMax) {
+		rc, err := join(ctx, cfg, tok, kc, log)
+		var u unreachable
+		if err == nil || !errors.As(err, &u) {
+			return rc, err
+		}
+		log.Warn("waiting for the server", "server", cfg.ServerURL, "err", err, "retry", delay)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("join: %w (last: %w)", ctx.Err(), err)
+		case <-time.After(delay):
+		}
+	}
+}
+
+// join makes one attempt: fetch and check the CA, get the node
+// certificate, write the credentials.
+func join(ctx context.Context, cfg JoinConfig, tok pki.Token, kc string, log *slog.Logger) (*rest.Config, error) {
 	caPEM, err := fetchCA(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -100,7 +147,7 @@ func Join(ctx context.Context, cfg JoinConfig, log *slog.Logger) (*rest.Config, 
 	hc := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("join: request node certificate: %w", err)
+		return nil, fmt.Errorf("join: request node certificate: %w", requestError(err))
 	}
 	defer resp.Body.Close()
 	rb, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -109,6 +156,9 @@ func Join(ctx context.Context, cfg JoinConfig, log *slog.Logger) (*rest.Config, 
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
 		return nil, fmt.Errorf("join: server %s rejected the token (401)", cfg.ServerURL)
+	}
+	if resp.StatusCode >= 500 {
+		return nil, unreachable{fmt.Errorf("join: node certificate: %s: %s", resp.Status, strings.TrimSpace(string(rb)))}
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("join: node certificate: %s: %s", resp.Status, strings.TrimSpace(string(rb)))
@@ -179,12 +229,15 @@ func fetchCA(ctx context.Context, cfg JoinConfig) ([]byte, error) {
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("join: fetch CA from %s: %w", cfg.ServerURL, err)
+		return nil, fmt.Errorf("join: fetch CA from %s: %w", cfg.ServerURL, requestError(err))
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, fmt.Errorf("join: fetch CA: %w", err)
+		return nil, fmt.Errorf("join: fetch CA: %w", unreachable{err})
+	}
+	if resp.StatusCode >= 500 {
+		return nil, unreachable{fmt.Errorf("join: fetch CA from %s: %s", cfg.ServerURL, resp.Status)}
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("join: fetch CA from %s: %s", cfg.ServerURL, resp.Status)

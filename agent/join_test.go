@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/orch-dev/orch/agent"
 	"github.com/orch-dev/orch/server"
@@ -120,5 +122,74 @@ func TestJoin(t *testing.T) {
 	// A bare secret joins too (trusting the CA with a warning).
 	if _, err := agent.Join(ctx, agent.JoinConfig{ServerURL: url, Token: tok.Secret, NodeName: "n2", Dir: filepath.Join(t.TempDir(), "a2")}, log); err != nil {
 		t.Fatalf("bare secret: %v", err)
+	}
+}
+
+// TestJoinWaitsForServer: an agent started before its server waits for it
+// (connection refused) instead of exiting.
+func TestJoinWaitsForServer(t *testing.T) {
+	url, token := startServer(t)
+	backend := strings.TrimPrefix(url, "https://")
+	// A port nothing listens on yet; the server appears there later,
+	// through a TCP proxy.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	type result struct {
+		rc  *rest.Config
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rc, err := agent.Join(ctx, agent.JoinConfig{ServerURL: "https://" + addr, Token: token, NodeName: "late", Dir: filepath.Join(t.TempDir(), "agent"),
+			RetryMax: 500 * time.Millisecond}, log)
+		done <- result{rc, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("join returned with no server: %v", r.err)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	pl, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port taken meanwhile: %v", err)
+	}
+	defer pl.Close()
+	go proxyTCP(pl, backend)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("join after the server came: %v", r.err)
+	}
+	// A canceled context ends the wait.
+	cctx, ccancel := context.WithCancel(context.Background())
+	ccancel()
+	if _, err := agent.Join(cctx, agent.JoinConfig{ServerURL: "https://127.0.0.1:1", Token: token, NodeName: "x", Dir: filepath.Join(t.TempDir(), "x")}, log); !errors.Is(err, context.Canceled) {
+		t.Fatalf("join with a canceled context: %v", err)
+	}
+}
+
+// proxyTCP forwards each connection accepted on l to addr.
+func proxyTCP(l net.Listener, addr string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			b, err := net.Dial("tcp", addr)
+			if err != nil {
+				return
+			}
+			defer b.Close()
+			go func() { _, _ = io.Copy(b, c) }()
+			_, _ = io.Copy(c, b)
+		}()
 	}
 }
