@@ -18,13 +18,19 @@ import (
 	"time"
 )
 
-// benchEnv is newTestRuntime for benchmarks.
+// benchEnv is newTestRuntime for benchmarks. Containers start with the
+// small init, as orch's do (ORCHTEST_INIT_BINARY=none re-executes the test
+// binary instead).
 func benchEnv(b *testing.B) *testEnv {
 	needRoot(b)
 	base := b.TempDir()
 	e := &testEnv{stateDir: filepath.Join(base, "state"), logDir: filepath.Join(base, "logs"),
 		cgroupRoot: "/orchtest-ctr-" + randHex(4), layer: busyboxRootfs(b)}
-	r, err := New(Config{StateDir: e.stateDir, LogDir: e.logDir, CgroupRoot: e.cgroupRoot}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var initBinary []byte
+	if os.Getenv("ORCHTEST_INIT_BINARY") != "none" {
+		initBinary = buildInit(b)
+	}
+	r, err := New(Config{StateDir: e.stateDir, LogDir: e.logDir, CgroupRoot: e.cgroupRoot, InitBinary: initBinary}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -87,7 +87,7 @@ func TestInitHandoff(t *testing.T) {
 }
 
 // buildInit builds internal/initbin for this machine.
-func buildInit(t *testing.T) []byte {
+func buildInit(t testing.TB) []byte {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
