@@ -194,6 +194,52 @@ func TestClusterNetwork(t *testing.T) {
 		}
 	})
 
+	step("service-bad-input", func() {
+		// A NodePort another Service holds is refused, as upstream.
+		out, err := c.kubectlIn([]byte(`
+apiVersion: v1
+kind: Service
+metadata: {name: clash}
+spec:
+  type: NodePort
+  selector: {app: echo}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+`), "apply", "-f", "-")
+		if err == nil || !strings.Contains(out, "provided port is already allocated") {
+			c.t.Errorf("a taken NodePort: %v\n%s", err, out)
+		}
+		// A targetPort name no container has: no endpoints, and
+		// connections are refused rather than black-holed.
+		c.kubectlStdin(`
+apiVersion: v1
+kind: Service
+metadata: {name: noport}
+spec:
+  selector: {app: echo}
+  ports: [{port: 80, targetPort: no-such-port}]
+`, "apply", "-f", "-")
+		svc, err := c.kube.CoreV1().Services("default").Get(context.Background(), "noport", metav1.GetOptions{})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		c.eventually(20*time.Second, "connections to noport refused", func() error {
+			_, err := dialFrom(h0.NS, "tcp", net.JoinHostPort(svc.Spec.ClusterIP, "80"))
+			if err == nil || !strings.Contains(err.Error(), "refused") {
+				return fmt.Errorf("dial: %v", err)
+			}
+			return nil
+		})
+		slices, err := c.kube.DiscoveryV1().EndpointSlices("default").List(context.Background(), metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=noport"})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		for _, sl := range slices.Items {
+			if len(sl.Endpoints) > 0 {
+				c.t.Errorf("noport has endpoints %v", sl.Endpoints)
+			}
+		}
+	})
+
 	step("dns", func() {
 		pod := pods["h1"].Name
 		lookup := func(typ, name string) string {
