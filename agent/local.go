@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -59,9 +60,32 @@ func OpenLocal(cfg LocalConfig, log *slog.Logger) (*Local, error) {
 	return &Local{Runtime: rt, Images: store, watcher: w}, nil
 }
 
-// Deps returns the agent's dependencies on this machine.
+// Deps returns the agent's dependencies on this machine. Its image store
+// reports an image missing only once the archives in the drop-in directory
+// at start are imported (Run does that first), so a pod created while they
+// are being imported does not go to a registry for them.
 func (l *Local) Deps(network NetworkFactory) Deps {
-	return Deps{Runtime: l.Runtime, Images: l.Images, Network: network}
+	return Deps{Runtime: l.Runtime, Images: preloaded{Store: l.Images, scanned: l.watcher.Scanned()}, Network: network}
+}
+
+// preloaded is the image store behind the start-up import.
+type preloaded struct {
+	*image.Store
+	scanned <-chan struct{}
+}
+
+// Resolve waits for the start-up import before it reports ref missing.
+func (p preloaded) Resolve(ctx context.Context, ref string) (*image.Image, error) {
+	img, err := p.Store.Resolve(ctx, ref)
+	if !errors.Is(err, image.ErrNotFound) {
+		return img, err
+	}
+	select {
+	case <-p.scanned:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return p.Store.Resolve(ctx, ref)
 }
 
 // Run imports drop-in image archives until ctx ends.

@@ -49,6 +49,9 @@ type Watcher struct {
 	cfg WatcherConfig
 	imp Importer
 	log *slog.Logger
+
+	scanned     chan struct{} // closed after the first scan (or when Run ends)
+	scannedOnce sync.Once
 }
 
 // NewWatcher makes a Watcher importing into imp.
@@ -65,8 +68,16 @@ func NewWatcher(cfg WatcherConfig, imp Importer, log *slog.Logger) (*Watcher, er
 	if cfg.Settle <= 0 {
 		cfg.Settle = 200 * time.Millisecond
 	}
-	return &Watcher{cfg: cfg, imp: imp, log: log}, nil
+	return &Watcher{cfg: cfg, imp: imp, log: log, scanned: make(chan struct{})}, nil
 }
+
+// Scanned is closed once Run's first scan is over: every archive present at
+// start has been imported (or has failed). A node waits for it before it
+// calls an image missing, as k3s preloads its air-gap images before the
+// kubelet runs pods. It is also closed when Run returns early.
+func (w *Watcher) Scanned() <-chan struct{} { return w.scanned }
+
+func (w *Watcher) markScanned() { w.scannedOnce.Do(func() { close(w.scanned) }) }
 
 // importRecord is the state kept per imported file.
 type importRecord struct {
@@ -78,6 +89,7 @@ type importRecord struct {
 
 // Run scans the directory, then watches it until ctx ends.
 func (w *Watcher) Run(ctx context.Context) error {
+	defer w.markScanned()
 	if err := os.MkdirAll(w.cfg.Dir, 0o755); err != nil {
 		return fmt.Errorf("image watcher: %w", err)
 	}
@@ -104,6 +116,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}()
 
 	w.scan(ctx)
+	w.markScanned()
 	tick := time.NewTicker(w.cfg.Rescan)
 	defer tick.Stop()
 	for {

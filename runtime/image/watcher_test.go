@@ -144,3 +144,58 @@ func TestWatcher(t *testing.T) {
 		}
 	}
 }
+
+// Scanned closes only once the archives present at start are imported, and
+// when Run ends early.
+func TestWatcherScanned(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	dir := filepath.Join(t.TempDir(), "images")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := writeFile(t, func(w io.Writer) error {
+		return testimage.WriteDockerSave(w, testimage.None, testimage.Tagged{Image: busybox(t, testimage.None), Tags: []string{"early:1"}})
+	})
+	if err := os.WriteFile(filepath.Join(dir, "early.tar"), readAll(t, src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatcher(WatcherConfig{Dir: dir, StateFile: filepath.Join(s.Root(), "imported.json"), Rescan: time.Hour}, s, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.Scanned():
+		t.Fatal("scanned before Run")
+	default:
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(rctx) }()
+	select {
+	case <-w.Scanned():
+	case <-time.After(20 * time.Second):
+		t.Fatal("first scan not over within 20 s")
+	}
+	if ok, _ := s.Has(ctx, "early:1"); !ok {
+		t.Error("Scanned closed before the archive present at start was imported")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// A watcher whose Run fails at once still closes Scanned.
+	bad, err := NewWatcher(WatcherConfig{Dir: filepath.Join(src, "not-a-dir"), StateFile: filepath.Join(t.TempDir(), "s.json")}, s, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Run(ctx); err == nil {
+		t.Error("Run on a path below a file succeeded")
+	}
+	select {
+	case <-bad.Scanned():
+	default:
+		t.Error("Scanned still open after Run failed")
+	}
+}
