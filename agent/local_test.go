@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
 	"github.com/orch-dev/orch/internal/testimage"
 	"github.com/orch-dev/orch/runtime/image"
 )
@@ -68,5 +72,28 @@ func TestPreloadedResolveWaitsForStartupImport(t *testing.T) {
 	p2 := preloaded{Store: store, scanned: make(chan struct{})}
 	if _, err := p2.Resolve(cctx, "never:1"); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled Resolve: %v", err)
+	}
+}
+
+// Before the Node is registered the lease loop gets errNoLeaseOwner (and
+// retries soon, quietly); once it exists the Lease is created owned by it.
+func TestLeaseWaitsForItsNode(t *testing.T) {
+	cs := fake.NewClientset()
+	a := &Agent{cfg: Config{NodeName: "n1", LeaseDuration: 40 * time.Second}, client: cs}
+	leases := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	ctx := context.Background()
+	if _, err := a.renewLease(ctx, leases, nil); !errors.Is(err, errNoLeaseOwner) {
+		t.Fatalf("without a Node: %v", err)
+	}
+	node, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "u1"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := a.renewLease(ctx, leases, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.OwnerReferences) != 1 || l.OwnerReferences[0].UID != node.UID || *l.Spec.LeaseDurationSeconds != 40 {
+		t.Errorf("lease %+v", l)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -348,6 +349,9 @@ func roundTripNode(s corev1.NodeStatus) corev1.NodeStatus {
 	return out
 }
 
+// errNoLeaseOwner is renewLease's answer while the Node does not exist yet.
+var errNoLeaseOwner = errors.New("node lease: the Node is not registered yet")
+
 // runLease renews the node's Lease every LeaseDuration/4.
 func (a *Agent) runLease(ctx context.Context) error {
 	period := a.cfg.LeaseDuration / 4
@@ -355,15 +359,23 @@ func (a *Agent) runLease(ctx context.Context) error {
 	leases := a.client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
 	for {
 		var err error
+		wait := period
 		lease, err = a.renewLease(ctx, leases, lease)
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case errors.Is(err, errNoLeaseOwner):
+			// First start: the Node is being registered alongside;
+			// create the Lease as soon as it exists.
+			wait = min(period, 250*time.Millisecond)
+		case err != nil && ctx.Err() == nil:
 			a.log.Warn("renew node lease", "err", err)
+		}
+		if err != nil {
 			lease = nil
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(period):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -381,6 +393,9 @@ func (a *Agent) renewLease(ctx context.Context, leases leaseClient, lease *coord
 		l, err := leases.Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			node, err := a.client.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil, errNoLeaseOwner
+			}
 			if err != nil {
 				return nil, fmt.Errorf("lease owner: %w", err)
 			}
