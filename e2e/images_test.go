@@ -41,7 +41,7 @@ func buildImages(moduleRoot, dir string) ([]string, error) {
 		have[a] = true
 	}
 	for _, a := range []string{"tar", "gzip", "cp", "mv", "ln", "chmod", "grep", "sed", "awk", "head", "tail",
-		"wc", "sort", "date", "uname", "du", "df", "find", "xargs", "tee", "nslookup", "ping", "kill", "top", "vi"} {
+		"wc", "sort", "date", "httpd", "uname", "du", "df", "find", "xargs", "tee", "nslookup", "ping", "kill", "top", "vi"} {
 		if !have[a] {
 			base = append(base, testimage.Symlink("bin/"+a, "busybox"))
 		}
