@@ -40,8 +40,10 @@ test:
 	$(GO) test -tags '$(TAGS)' -race -count=1 $(PKGS)
 
 # The end-to-end tests (e2e/): the deck's app (TestDeck, the acceptance
-# test) and the cluster network (TestClusterNetwork) on three-node clusters
-# of bin/orch processes in network namespaces. Root only. Logs of every run
+# test), the cluster network (TestClusterNetwork), the node's handling of
+# workloads (TestNodeWorkloads) and kubectl port-forward/cp/exec
+# (TestKubectlPortForwardAndCp), on clusters of bin/orch processes in
+# network namespaces. Root only. Logs of every run
 # are kept under bin/e2e/. E2E_COUNT=3 runs them three times, E2E_RUN=TestDeck
 # only the deck.
 E2E_COUNT ?= 1
