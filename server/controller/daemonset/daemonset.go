@@ -145,16 +145,7 @@ func readyStatus(n *corev1.Node) corev1.ConditionStatus {
 
 // Run syncs DaemonSets with workers goroutines until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	if c.events != nil {
-		go c.events.Run(ctx)
-	}
-	if err := kit.WaitForSync(ctx, "daemonset", c.synced...); err != nil {
-		c.queue.ShutDown()
-		return err
-	}
-	c.log.Info("started", "workers", workers)
-	kit.RunWorkers(ctx, c.queue, workers, c.sync, c.log)
-	return nil
+	return kit.Run(ctx, "daemonset", c.queue, c.synced, c.events, workers, c.sync, c.log)
 }
 
 func (c *Controller) enqueue(obj any) {

@@ -101,13 +101,7 @@ func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFact
 
 // Run publishes endpoints with workers goroutines until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	if err := kit.WaitForSync(ctx, "endpoints", c.synced...); err != nil {
-		c.queue.ShutDown()
-		return err
-	}
-	c.log.Info("started", "workers", workers)
-	kit.RunWorkers(ctx, c.queue, workers, c.sync, c.log)
-	return nil
+	return kit.Run(ctx, "endpoints", c.queue, c.synced, nil, workers, c.sync, c.log)
 }
 
 func (c *Controller) enqueue(obj any) {

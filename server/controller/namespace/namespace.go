@@ -83,13 +83,7 @@ func (c *Controller) enqueue(obj any) {
 
 // Run empties deleted namespaces with workers goroutines until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	if err := kit.WaitForSync(ctx, "namespace", c.synced); err != nil {
-		c.queue.ShutDown()
-		return err
-	}
-	c.log.Info("started", "workers", workers)
-	kit.RunWorkers(ctx, c.queue, workers, c.sync, c.log)
-	return nil
+	return kit.Run(ctx, "namespace", c.queue, []cache.InformerSynced{c.synced}, nil, workers, c.sync, c.log)
 }
 
 func (c *Controller) sync(ctx context.Context, name string) error {

@@ -70,13 +70,7 @@ func (c *Controller) enqueueNS(obj any) {
 
 // Run keeps the accounts with workers goroutines until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	if err := kit.WaitForSync(ctx, "serviceaccount", c.synced...); err != nil {
-		c.queue.ShutDown()
-		return err
-	}
-	c.log.Info("started", "workers", workers)
-	kit.RunWorkers(ctx, c.queue, workers, c.sync, c.log)
-	return nil
+	return kit.Run(ctx, "serviceaccount", c.queue, c.synced, nil, workers, c.sync, c.log)
 }
 
 func (c *Controller) sync(ctx context.Context, name string) error {

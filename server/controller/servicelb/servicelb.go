@@ -90,13 +90,7 @@ func (c *Controller) nodesChanged(any) {
 
 // Run keeps the ingress addresses with workers goroutines until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	if err := kit.WaitForSync(ctx, "servicelb", c.synced...); err != nil {
-		c.queue.ShutDown()
-		return err
-	}
-	c.log.Info("started", "workers", workers)
-	kit.RunWorkers(ctx, c.queue, workers, c.sync, c.log)
-	return nil
+	return kit.Run(ctx, "servicelb", c.queue, c.synced, nil, workers, c.sync, c.log)
 }
 
 func nodeReady(n *corev1.Node) bool {

@@ -120,3 +120,19 @@ func WaitForSync(ctx context.Context, name string, synced ...cache.InformerSynce
 	}
 	return nil
 }
+
+// Run is the whole Run of a queue-driven controller: it starts events
+// (when not nil), waits for the caches (shutting q down if they never
+// sync), then processes q with fn on workers goroutines until ctx ends.
+func Run(ctx context.Context, name string, q Queue, synced []cache.InformerSynced, events *Events, workers int, fn Sync, log *slog.Logger) error {
+	if events != nil {
+		go events.Run(ctx)
+	}
+	if err := WaitForSync(ctx, name, synced...); err != nil {
+		q.ShutDown()
+		return err
+	}
+	log.Info("started", "workers", workers)
+	RunWorkers(ctx, q, workers, fn, log)
+	return nil
+}
