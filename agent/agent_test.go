@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
+
+	"github.com/orch-dev/orch/internal/syncbuf"
 )
 
 func TestNodeRegistrationAndLease(t *testing.T) {
@@ -550,7 +552,7 @@ func TestNodeAPIAttach(t *testing.T) {
 	// The streams are written by client-go's goroutines, which may still
 	// be copying when StreamWithContext returns: read them under a lock
 	// and give the tail of the output a moment.
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: strings.NewReader("one\ntwo\n"), Stdout: &out, Stderr: &errOut}); err != nil {

@@ -15,6 +15,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
+
+	"github.com/orch-dev/orch/internal/syncbuf"
 )
 
 // spdyExec runs a remote command through client-go's SPDY executor (no
@@ -39,7 +41,7 @@ func TestNodeAPIExecSPDY(t *testing.T) {
 	srv := httptest.NewServer(h.agent.NodeAPI())
 	defer srv.Close()
 
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	err := spdyExec(t, srv.URL, "/exec/default/ex/c", url.Values{"command": sh("echo hi; echo oops >&2; exit 3"), "stdout": {"true"}, "stderr": {"true"}},
 		remotecommand.StreamOptions{Stdout: out, Stderr: errOut})
 	var exitErr utilexec.ExitError
@@ -49,7 +51,7 @@ func TestNodeAPIExecSPDY(t *testing.T) {
 
 	// stdin to the end, as kubectl cp sends a tar stream.
 	// (Through sh: the test image links few applets; busybox's sh runs any.)
-	out = &syncBuffer{}
+	out = &syncbuf.Buffer{}
 	in := strings.Repeat("0123456789abcdef", 64<<10)
 	err = spdyExec(t, srv.URL, "/exec/default/ex/c", url.Values{"command": sh("wc -c"), "stdin": {"true"}, "stdout": {"true"}, "stderr": {"true"}},
 		remotecommand.StreamOptions{Stdin: strings.NewReader(in), Stdout: out, Stderr: errOut})
@@ -58,7 +60,7 @@ func TestNodeAPIExecSPDY(t *testing.T) {
 	}
 
 	// A terminal: stdout only, a resize stream, no stderr stream.
-	out = &syncBuffer{}
+	out = &syncbuf.Buffer{}
 	sizes := make(sizeQueue, 1)
 	sizes <- remotecommand.TerminalSize{Width: 91, Height: 17}
 	close(sizes)
@@ -95,7 +97,7 @@ func TestNodeAPIAttachSPDY(t *testing.T) {
 	h.waitPod("default", "att", 30*time.Second, "Running", podRunningReady)
 	srv := httptest.NewServer(h.agent.NodeAPI())
 	defer srv.Close()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	if err := spdyExec(t, srv.URL, "/attach/default/att/c", url.Values{"stdin": {"true"}, "stdout": {"true"}, "stderr": {"true"}},
 		remotecommand.StreamOptions{Stdin: strings.NewReader("one\ntwo\n"), Stdout: &out, Stderr: &errOut}); err != nil {
 		t.Fatalf("attach: %v", err)

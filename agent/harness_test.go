@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/internal/syncbuf"
 	"github.com/orch-dev/orch/internal/testimage"
 	"github.com/orch-dev/orch/runtime"
 	"github.com/orch-dev/orch/runtime/image"
@@ -457,7 +458,7 @@ func (h *harness) exec(p *corev1.Pod, ctr string, cmd ...string) string {
 	if cs == nil || cs.ContainerID == "" {
 		h.t.Fatalf("no container %s", ctr)
 	}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	code, err := h.rt.Exec(ctx, strings.TrimPrefix(cs.ContainerID, "orch://"), runtime.ExecOptions{Cmd: cmd, Stdout: &out, Stderr: &out})

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,12 +10,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/orch-dev/orch/internal/syncbuf"
 	"github.com/orch-dev/orch/runtime"
 )
 
@@ -31,25 +30,6 @@ const (
 
 func (k probeKind) String() string {
 	return [...]string{"Liveness", "Readiness", "Startup"}[k]
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of an
-// exec'd process's stdout and stderr copiers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // resolvePort turns a named or numbered probe port into a number.
@@ -86,7 +66,7 @@ func (w *podWorker) runHandler(ctx context.Context, pod *corev1.Pod, id string, 
 	c := w.containerByID(pod, id)
 	switch {
 	case h.Exec != nil:
-		var out syncBuffer
+		var out syncbuf.Buffer
 		code, err := w.a.rt.Exec(ctx, id, runtime.ExecOptions{Cmd: h.Exec.Command, Stdout: &out, Stderr: &out})
 		if err != nil {
 			return err
@@ -186,7 +166,7 @@ func (w *podWorker) probeOnce(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 	defer cancel()
 	switch {
 	case p.Exec != nil:
-		var out syncBuffer
+		var out syncbuf.Buffer
 		code, err := w.a.rt.Exec(ctx, id, runtime.ExecOptions{Cmd: p.Exec.Command, Stdout: &out, Stderr: &out})
 		if ctx.Err() != nil {
 			return false, fmt.Sprintf("command %q timed out", p.Exec.Command)

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/orch-dev/orch/internal/syncbuf"
 	"github.com/orch-dev/orch/runtime"
 	"github.com/orch-dev/orch/runtime/image"
 )
@@ -963,7 +964,7 @@ func (w *podWorker) terminated(c *corev1.Container, st runtime.ContainerStatus) 
 	if b, err := os.ReadFile(w.terminationPath(st.Name, st.Attempt)); err == nil && len(b) > 0 {
 		t.Message = string(b[:min(len(b), maxTerminationMessage)])
 	} else if c != nil && c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError && st.ExitCode != 0 {
-		var out syncBuffer
+		var out syncbuf.Buffer
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		if err := w.a.rt.Logs(ctx, st.ID, runtime.LogOptions{Tail: maxFallbackLogLines}, &out); err == nil {
 			m := out.String()

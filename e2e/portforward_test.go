@@ -14,9 +14,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/orch-dev/orch/internal/syncbuf"
 )
 
 // pfPods serve a page on their own 127.0.0.1 only, one on the server's
@@ -143,7 +144,7 @@ func TestKubectlPortForwardAndCp(t *testing.T) {
 type portForward struct {
 	cmd    *exec.Cmd
 	local  int
-	stderr *lockedBuffer
+	stderr *syncbuf.Buffer
 	done   chan struct{} // closed when kubectl has exited
 	err    error         // kubectl's exit, once done is closed
 	cancel context.CancelFunc
@@ -164,7 +165,7 @@ func (c *cluster) portForward(env []string, target string, remote int) *portForw
 		cancel()
 		c.t.Fatal(err)
 	}
-	pf := &portForward{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{}), cancel: cancel}
+	pf := &portForward{cmd: cmd, stderr: &syncbuf.Buffer{}, done: make(chan struct{}), cancel: cancel}
 	cmd.Stderr = pf.stderr
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -215,22 +216,4 @@ func (c *cluster) getForwarded(pf *portForward, path string) (string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
-}
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,35 +1,15 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/orch-dev/orch/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a polling reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write appends p.
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns what was written.
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func (e *testEnv) start(t *testing.T, sb *Sandbox, cfg ContainerConfig) string {
 	t.Helper()
@@ -54,7 +34,7 @@ func TestAttachStdin(t *testing.T) {
 	id := e.start(t, sb, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	if err := e.r.Attach(ctx, id, AttachStreams{Stdin: strings.NewReader("hello\nworld\n"), Stdout: &out, Stderr: &errOut}); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +70,7 @@ func TestAttachTTY(t *testing.T) {
 	defer cancel()
 	resize := make(chan TermSize, 1)
 	resize <- TermSize{Width: 91, Height: 17}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	if err := e.r.Attach(ctx, id, AttachStreams{Stdin: strings.NewReader("abc\n"), Stdout: &out, Resize: resize}); err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +95,7 @@ func TestAttachWithoutStdinAndCancel(t *testing.T) {
 	e := newTestRuntime(t)
 	sb := e.sandbox(t, "nostdin")
 	id := e.start(t, sb, e.ctr("loop", "sh", "-c", "cat; while true; do echo tick; sleep 0.05; done"))
-	var a, b syncBuffer
+	var a, b syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 2)
 	go func() { errc <- e.r.Attach(ctx, id, AttachStreams{Stdin: strings.NewReader("ignored\n"), Stdout: &a}) }()

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/orch-dev/orch/internal/syncbuf"
 )
 
 var (
@@ -178,7 +180,7 @@ func TestKubectl(t *testing.T) {
 	defer cancel()
 	watch := exec.CommandContext(ctx, k.bin, "--kubeconfig", k.kubeconfig, "get", "cm", "-w", "--output-watch-events")
 	watch.Env = append(os.Environ(), "HOME="+dir)
-	var wout lockedBuffer
+	var wout syncbuf.Buffer
 	watch.Stdout = &wout
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)
@@ -213,22 +215,4 @@ func TestKubectl(t *testing.T) {
 	if before != after {
 		t.Fatalf("objects changed across a restart:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe to read while a command writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
