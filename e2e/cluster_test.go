@@ -284,10 +284,20 @@ func (c *cluster) kubectlErr(args ...string) (string, error) {
 }
 
 func (c *cluster) kubectlIn(stdin []byte, args ...string) (string, error) {
+	return c.kubectlRun(nil, stdin, args...)
+}
+
+// kubectlEnv runs kubectl with extra environment variables.
+func (c *cluster) kubectlEnv(env []string, args ...string) (string, error) {
+	return c.kubectlRun(env, nil, args...)
+}
+
+// kubectlRun runs kubectl to completion (2 minutes at most) and returns its
+// combined output.
+func (c *cluster) kubectlRun(env []string, stdin []byte, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := c.lab.Client.Command(ctx, c.bin, append([]string{"kubectl", "--kubeconfig", c.kubecfg}, args...)...)
-	cmd.Env = c.kubectlEnviron()
+	cmd := c.kubectlCmd(ctx, env, args...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
@@ -295,10 +305,29 @@ func (c *cluster) kubectlIn(stdin []byte, args ...string) (string, error) {
 	return string(out), err
 }
 
-// kubectlEnviron is the environment kubectl runs with: the embedded
-// kubectl unpacks itself once, under ORCH_DATA_DIR.
-func (c *cluster) kubectlEnviron() []string {
-	return append(os.Environ(), "ORCH_DATA_DIR="+filepath.Join(c.artifacts, "kubectl"), "KUBECONFIG="+c.kubecfg)
+// kubectlCmd is `orch kubectl args...` on the client host, with the
+// client kubeconfig and env added to the environment. The embedded kubectl
+// unpacks itself once, under ORCH_DATA_DIR.
+func (c *cluster) kubectlCmd(ctx context.Context, env []string, args ...string) *exec.Cmd {
+	cmd := c.lab.Client.Command(ctx, c.bin, append([]string{"kubectl", "--kubeconfig", c.kubecfg}, args...)...)
+	cmd.Env = append(append(os.Environ(), "ORCH_DATA_DIR="+filepath.Join(c.artifacts, "kubectl"), "KUBECONFIG="+c.kubecfg), env...)
+	return cmd
+}
+
+// powerOff switches host h off as a machine failure would: its orch and
+// every process of its pods are killed and its network namespace deleted.
+func (c *cluster) powerOff(h *lab.Host) {
+	c.t.Helper()
+	c.mu.Lock()
+	p := c.procs[h.Role]
+	delete(c.procs, h.Role)
+	c.mu.Unlock()
+	if err := c.lab.StopHost(h); err != nil {
+		c.t.Fatalf("stop %s: %v", h.Role, err)
+	}
+	if p != nil {
+		<-p.done
+	}
 }
 
 // get fetches http://addr/path from the client host.

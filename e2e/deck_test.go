@@ -285,14 +285,7 @@ func TestDeck(t *testing.T) {
 		c.t.Logf("pods on h1: %d (%v controlled by a ReplicaSet)", len(before.Items), moved)
 		l := c.startLoop([]string{nodeAddrs[0], nodeAddrs[2]}, "/")
 		stopAt := time.Now()
-		c.mu.Lock()
-		p := c.procs["h1"]
-		delete(c.procs, "h1")
-		c.mu.Unlock()
-		if err := c.lab.StopHost(h1); err != nil {
-			c.t.Fatalf("stop h1: %v", err)
-		}
-		<-p.done
+		c.powerOff(h1)
 		var notReady time.Time
 		c.eventually(90*time.Second, "h1 NotReady", func() error {
 			n, err := c.kube.CoreV1().Nodes().Get(context.Background(), "h1", metav1.GetOptions{})
@@ -483,15 +476,6 @@ func (c *cluster) snapshot() snapshot {
 		s.objects["node "+v.Name] = string(v.UID)
 	}
 	return s
-}
-
-func (c *cluster) kubectlEnv(env []string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := c.lab.Client.Command(ctx, c.bin, append([]string{"kubectl", "--kubeconfig", c.kubecfg}, args...)...)
-	cmd.Env = append(append(os.Environ(), "ORCH_DATA_DIR="+filepath.Join(c.artifacts, "kubectl")), env...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
 }
 
 func hasLine(text, line string) bool {

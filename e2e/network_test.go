@@ -279,9 +279,7 @@ spec:
 		}
 		// A new Service resolves from a pod within a second: a lookup
 		// retries in the pod while the Service is created.
-		cmd := c.lab.Client.Command(context.Background(), c.bin, "kubectl", "--kubeconfig", c.kubecfg,
-			"exec", pod, "--", "nettool", "lookup", "-wait", "20s", "fresh")
-		cmd.Env = c.kubectlEnviron()
+		cmd := c.kubectlCmd(context.Background(), nil, "exec", pod, "--", "nettool", "lookup", "-wait", "20s", "fresh")
 		outc := make(chan string, 1)
 		go func() {
 			out, err := cmd.CombinedOutput()
@@ -477,14 +475,7 @@ spec:
 				c.t.Fatalf("%s before h2 leaves: route to %s %v, FDB entry for %s %v", h.Role, cidr, r, h2.IP, f)
 			}
 		}
-		c.mu.Lock()
-		p := c.procs["h2"]
-		delete(c.procs, "h2")
-		c.mu.Unlock()
-		if err := c.lab.StopHost(h2); err != nil {
-			c.t.Fatal(err)
-		}
-		<-p.done
+		c.powerOff(h2)
 		c.kubectl("delete", "node", "h2")
 		for _, h := range []*lab.Host{h0, h1} {
 			c.eventually(20*time.Second, h.Role+" forgets h2", func() error {

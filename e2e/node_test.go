@@ -1,13 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -187,47 +186,14 @@ func TestNodeWorkloads(t *testing.T) {
 			c.t.Errorf("file copied back: %q %v", b, err)
 		}
 		// kubectl port-forward on the client host.
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		pf := c.lab.Client.Command(ctx, c.bin, "kubectl", "--kubeconfig", c.kubecfg, "port-forward", "pod/tools", "18080:8080")
-		pf.Env = c.kubectlEnviron()
-		stdout, err := pf.StdoutPipe()
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		pf.Stderr = pf.Stdout
-		if err := pf.Start(); err != nil {
-			c.t.Fatal(err)
-		}
-		defer func() { cancel(); _ = pf.Wait() }()
-		ready := make(chan string, 1)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			var all []string
-			for sc.Scan() {
-				all = append(all, sc.Text())
-				if strings.Contains(sc.Text(), "Forwarding from") {
-					ready <- ""
-					break
-				}
-			}
-			ready <- strings.Join(all, "\n")
-			_, _ = io.Copy(io.Discard, stdout)
-		}()
-		select {
-		case out := <-ready:
-			if out != "" {
-				c.t.Fatalf("kubectl port-forward: %s", out)
-			}
-		case <-time.After(30 * time.Second):
-			c.t.Fatal("kubectl port-forward did not start listening")
-		}
+		pf := c.portForward(nil, "pod/tools", 8080)
 		for i := 0; i < 3; i++ {
-			out, err := dialFrom(c.lab.Client.NS, "tcp", "127.0.0.1:18080")
+			out, err := dialFrom(c.lab.Client.NS, "tcp", "127.0.0.1:"+strconv.Itoa(pf.local))
 			if err != nil || !strings.HasPrefix(out, "tools ") {
 				c.t.Errorf("through port-forward: %q %v", out, err)
 			}
 		}
+		pf.stop()
 	})
 
 	step("bad-pods", func() {

@@ -158,8 +158,7 @@ func (c *cluster) portForward(env []string, target string, remote int) *portForw
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	// -v=4 logs which dialer (WebSocket tunnel or SPDY) connected.
-	cmd := c.lab.Client.Command(ctx, c.bin, "kubectl", "--kubeconfig", c.kubecfg, "-v=4", "port-forward", "--address", "127.0.0.1", target, ":"+strconv.Itoa(remote))
-	cmd.Env = append(c.kubectlEnviron(), env...)
+	cmd := c.kubectlCmd(ctx, env, "-v=4", "port-forward", "--address", "127.0.0.1", target, ":"+strconv.Itoa(remote))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		cancel()
