@@ -152,10 +152,12 @@ func (e neighEntry) String() string {
 	return fmt.Sprintf("neighbour %s -> %s", e.IP, e.MAC)
 }
 
-// Uninstall removes everything Init and SetPeers created: peer routes, the
-// VXLAN device, the bridge (with the pods' host veths still on it) and the
-// masquerade table. Address allocations stay on disk. For `orch agent`
-// uninstall and tests.
+// Uninstall removes everything Init, SetPeers and Setup put in the node
+// namespace outside the pods: peer routes, the pods' routes and the pod
+// CIDR's unreachable route, the VXLAN device, a legacy bridge and the
+// masquerade table. The pods' veths stay (they go with the pods), without
+// routes; address allocations stay on disk. For `orch agent` uninstall and
+// tests.
 func (n *Network) Uninstall() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -167,7 +169,17 @@ func (n *Network) Uninstall() error {
 			errs = append(errs, fmt.Errorf("delete route to %s: %w", r.Dst, err))
 		}
 	}
+	pods, err := n.nh.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: podRouteProtocol, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list routes: %w", err))
+	}
+	for _, r := range pods {
+		if err := n.nh.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route to %s: %w", r.Dst, err))
+		}
+	}
 	errs = append(errs, n.deleteLink(n.cfg.VXLANDevice), n.deleteLink(n.cfg.Bridge), n.deleteMasquerade())
-	n.inited = false
+	n.inited, n.bridge = false, 0
 	return errors.Join(errs...)
 }

@@ -1,10 +1,16 @@
 // Package podnet gives every pod an IP address that every pod and node of
-// the cluster can reach. On each node it keeps a bridge holding the gateway
-// (first address) of the node's pod CIDR, plugs each pod in through a veth
-// pair whose pod end is eth0 in the pod's network namespace, hands out
+// the cluster can reach. It plugs each pod in through a routed veth pair
+// whose pod end is eth0 in the pod's network namespace, with no bridge
+// (as Calico's and Cilium's routed modes): the pod holds its address as a
+// /32 and sends everything via the first address of the node's pod CIDR,
+// which a permanent neighbour entry resolves to the host end; the node
+// routes the pod's /32 to the host end. Each hop a bridge would add
+// (bridge port in, bridge forwarding, bridge device out) costs throughput,
+// all the more when every hop runs on the same CPUs. The package hands out
 // addresses from the pod CIDR with a host-local allocator persisted in the
 // data directory, and masquerades pod traffic that leaves the cluster CIDR
-// in an nftables table of its own.
+// in an nftables table of its own. Pods that an earlier version put on a
+// bridge keep working until they move (legacy.go).
 //
 // Between nodes the default backend is a VXLAN overlay (VNI 1, UDP 8472, as
 // flannel's vxlan backend, so the same firewall rules apply): each node's
@@ -93,8 +99,9 @@ type Config struct {
 	// NetnsPath is the node's network namespace; empty means the
 	// process's own.
 	NetnsPath string
-	// Bridge, VXLANDevice, VNI, VXLANPort and Table default to
-	// orch0, orch.1, 1, 8472 and orch-net.
+	// Bridge (the legacy bridge of earlier versions, see legacy.go),
+	// VXLANDevice, VNI, VXLANPort and Table default to orch0, orch.1, 1,
+	// 8472 and orch-net.
 	Bridge      string
 	VXLANDevice string
 	VNI         int

@@ -55,7 +55,7 @@ func newIPAM(dir string, prefix netip.Prefix) (*ipam, error) {
 	return a, nil
 }
 
-// Gateway is the first address of the pod CIDR (on the bridge).
+// gatewayOf is the first address of the pod CIDR: the pods' next hop.
 func gatewayOf(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
 
 // Allocate returns the address held by uid, or assigns a free one.

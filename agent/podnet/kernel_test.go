@@ -297,7 +297,7 @@ func TestVXLANCluster(t *testing.T) {
 			t.Errorf("the machine's own ip_forward changed from %q to %q", machineForward, now)
 		}
 	})
-	t.Run("MTU and hairpin", func(t *testing.T) {
+	t.Run("MTU and routed veths", func(t *testing.T) {
 		if a.net.MTU() != 1500-VXLANOverhead {
 			t.Errorf("MTU %d, want %d", a.net.MTU(), 1500-VXLANOverhead)
 		}
@@ -310,10 +310,52 @@ func TestVXLANCluster(t *testing.T) {
 		if err != nil || eth.Attrs().MTU != 1450 {
 			t.Errorf("pod eth0 %v MTU, err %v", eth, err)
 		}
-		out, _ := a.host.Command(context.Background(), "ip", "-d", "link", "show", vethName(pa.uid)).CombinedOutput()
-		if !strings.Contains(string(out), "hairpin on") {
-			t.Errorf("host veth not in hairpin mode:\n%s", out)
+		if pa.ip.Addr.Bits() != 32 {
+			t.Errorf("pod address %s, want a /32", pa.ip.Addr)
 		}
+		ctx := context.Background()
+		out, _ := a.host.Command(ctx, "ip", "-d", "link", "show", vethName(pa.uid)).CombinedOutput()
+		if strings.Contains(string(out), "master") {
+			t.Errorf("host veth is on a bridge:\n%s", out)
+		}
+		out, _ = a.host.Command(ctx, "ip", "route", "show", ip(pa).String()+"/32").CombinedOutput()
+		if want := "dev " + vethName(pa.uid) + " proto 112 scope link"; !strings.Contains(string(out), want) {
+			t.Errorf("node route to the pod %q, want %q", out, want)
+		}
+		out, _ = a.host.Command(ctx, "ip", "route", "show", "table", "main", "10.42.0.0/24").CombinedOutput()
+		if !strings.Contains(string(out), "unreachable 10.42.0.0/24") {
+			t.Errorf("node route to the pod CIDR %q, want unreachable", out)
+		}
+		if _, err := ph.LinkByName(DefaultBridge); err == nil {
+			t.Error("pod namespace has a bridge")
+		}
+		h, err := a.host.Handle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		if _, err := h.LinkByName(DefaultBridge); err == nil {
+			t.Errorf("node has a bridge %s", DefaultBridge)
+		}
+		// Neither side resolves the other by ARP: both entries are
+		// permanent.
+		for _, c := range []struct {
+			h    *netlink.Handle
+			link string
+			ip   netip.Addr
+		}{{ph, "eth0", pa.ip.Gateway}, {h, vethName(pa.uid), ip(pa)}} {
+			l, err := c.h.LinkByName(c.link)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !hasNeigh(c.h, l, c.ip) {
+				t.Errorf("no permanent neighbour %s on %s", c.ip, c.link)
+			}
+		}
+	})
+	t.Run("free pod CIDR addresses are unreachable", func(t *testing.T) {
+		noTCP(t, pa.ns, netip.MustParseAddr("10.42.0.200"))
+		noTCP(t, pb.ns, netip.MustParseAddr("10.42.0.200"))
 	})
 
 	t.Run("agent restart keeps pods and connectivity", func(t *testing.T) {
@@ -717,4 +759,147 @@ func TestFirstPacketsOfNewPods(t *testing.T) {
 	if len(got) != pods {
 		t.Errorf("%d of %d first datagrams arrived: %v", len(got), pods, got)
 	}
+}
+
+// legacyPod plugs a pod in the way nodes did before pods were routed: a
+// bridge holding the gateway as <gateway>/24, the host veth a port of it in
+// hairpin mode, eth0 with a /24 and a default route via the gateway.
+func legacyPod(t testing.TB, l *lab.Lab, n *testNode, name string) *testPod {
+	t.Helper()
+	ns := l.NewNS(t, name)
+	uid := fmt.Sprintf("uid-%s-%d", name, time.Now().UnixNano())
+	ip, err := n.net.ipam.Allocate(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := n.host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	gw := gatewayOf(n.cfg.PodCIDR)
+	br, err := h.LinkByName(DefaultBridge)
+	if err != nil {
+		br = &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: DefaultBridge, MTU: n.net.MTU()}}
+		must(t, h.LinkAdd(br))
+		must(t, h.AddrAdd(br, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(gw, 24))}))
+		must(t, h.LinkSetUp(br))
+	}
+	podNS, err := ns.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer podNS.Close()
+	nsFd, err := os.Open(ns.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsFd.Close()
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{Name: vethName(uid), MTU: n.net.MTU(), MasterIndex: br.Attrs().Index, Flags: net.FlagUp},
+		PeerName:  podIface, PeerMTU: uint32(n.net.MTU()), PeerNamespace: netlink.NsFd(int(nsFd.Fd())),
+	}
+	must(t, h.LinkAdd(veth))
+	must(t, h.LinkSetHairpin(veth, true))
+	lo, err := podNS.LinkByName("lo")
+	must(t, err)
+	must(t, podNS.LinkSetUp(lo))
+	eth, err := podNS.LinkByName(podIface)
+	must(t, err)
+	addr := netip.PrefixFrom(ip, 24)
+	must(t, podNS.AddrAdd(eth, &netlink.Addr{IPNet: prefixNet(addr)}))
+	must(t, podNS.LinkSetUp(eth))
+	must(t, podNS.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}))
+	return &testPod{uid: uid, ns: ns, ip: PodIP{Addr: addr, Gateway: gw}}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUpgradeFromBridge: a node whose pods are on the bridge of an earlier
+// version keeps them connected across the agent's restart, routes new pods
+// next to them, moves each to a routed veth when Setup sees it again, and
+// drops the bridge with its last port.
+func TestUpgradeFromBridge(t *testing.T) {
+	l, nodes := newCluster(t, BackendVXLAN, 2)
+	a, b := nodes[0], nodes[1]
+	old1 := legacyPod(t, l, a, "old1")
+	old2 := legacyPod(t, l, a, "old2")
+	pb := newPod(t, l, b, "pb")
+	ip := func(p *testPod) netip.Addr { return p.ip.Addr.Addr() }
+	a.net.Close()
+	a.start(t, t)
+	announce(t, nodes)
+	fresh := newPod(t, l, a, "fresh")
+	h, err := a.host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.LinkByName(DefaultBridge); err != nil {
+		t.Fatalf("legacy bridge with pods removed: %v", err)
+	}
+	// check: every pod of node a reaches the others and pb on node b,
+	// and is reached by both nodes, without NAT; traffic to outside
+	// leaves with a's address.
+	check := func(t *testing.T, pods ...*testPod) {
+		for _, p := range pods {
+			for _, q := range append(pods, pb) {
+				if p != q {
+					if src := echoTCP(t, p.ns, q.ns, ip(q)); src != ip(p) {
+						t.Errorf("%s seen by %s as %s, want %s", p.ns.Name, q.ns.Name, src, ip(p))
+					}
+				}
+			}
+			echoTCP(t, pb.ns, p.ns, ip(p))
+			echoTCP(t, a.host.NS, p.ns, ip(p))
+			echoTCP(t, b.host.NS, p.ns, ip(p))
+			echoTCP(t, p.ns, a.host.NS, a.host.IP)
+			echoUDP(t, p.ns, pb.ns, ip(pb))
+			if src := echoTCP(t, p.ns, l.Client.NS, lab.ClientIP); src != a.host.IP {
+				t.Errorf("client saw %s as %s, want node IP %s", p.ns.Name, src, a.host.IP)
+			}
+		}
+	}
+	bridge := func() bool { _, err := h.LinkByName(DefaultBridge); return err == nil }
+	t.Run("bridged and routed pods together", func(t *testing.T) { check(t, old1, old2, fresh) })
+	t.Run("bridged pods move to routed veths", func(t *testing.T) {
+		for i, p := range []*testPod{old1, old2} {
+			got, err := a.net.Setup(context.Background(), p.uid, p.ns.Path)
+			if err != nil || got.Addr.Addr() != ip(p) || got.Addr.Bits() != 32 {
+				t.Fatalf("Setup of bridged pod %s = %+v %v, want %s/32", p.ns.Name, got, err, ip(p))
+			}
+			p.ip = got
+			if gone := !bridge(); gone != (i == 1) {
+				t.Errorf("after moving %d of 2 pods, bridge gone = %v", i+1, gone)
+			}
+		}
+		check(t, old1, old2, fresh)
+	})
+	t.Run("Teardown of the last bridged pod drops the bridge", func(t *testing.T) {
+		old3 := legacyPod(t, l, a, "old3")
+		a.net.Close()
+		a.start(t, t)
+		check(t, old1, old3)
+		if err := a.net.Teardown(context.Background(), old3.uid, old3.ns.Path); err != nil {
+			t.Fatal(err)
+		}
+		if bridge() {
+			t.Error("bridge left after its last pod's Teardown")
+		}
+	})
+	t.Run("Init drops an empty bridge", func(t *testing.T) {
+		old4 := legacyPod(t, l, a, "old4")
+		must(t, h.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: vethName(old4.uid)}}))
+		a.net.Close()
+		a.start(t, t)
+		if bridge() {
+			t.Error("Init kept an empty legacy bridge")
+		}
+		check(t, old1, fresh)
+	})
 }

@@ -23,6 +23,17 @@ import (
 // iproute2's rt_protos.
 const routeProtocol netlink.RouteProtocol = 0x6f
 
+// podRouteProtocol tags the routes of this node's own pods: each pod's /32
+// through its host veth and the unreachable route that covers the rest of
+// the pod CIDR. A protocol of their own keeps SetPeers, which owns every
+// routeProtocol route, away from them.
+const podRouteProtocol netlink.RouteProtocol = 0x70
+
+// unreachableMetric is the metric of the pod CIDR's unreachable route: worse
+// than any connected route, so a legacy bridge's route to the pod CIDR
+// (see legacy.go) wins while it exists.
+const unreachableMetric = 1 << 20
+
 const (
 	familyInet   = unix.AF_INET
 	familyBridge = unix.AF_BRIDGE
@@ -33,9 +44,13 @@ const podIface = "eth0"
 
 // PodIP is a pod's network as Setup configured it.
 type PodIP struct {
-	// Addr is the pod's address with the pod CIDR's length (eth0's).
+	// Addr is the pod's address as a /32 (eth0's): the pod reaches every
+	// other address, its node's other pods included, through Gateway.
 	Addr netip.Prefix
-	// Gateway is the default route's next hop (the bridge).
+	// Gateway is the default route's next hop: the first address of the
+	// pod CIDR, which the pod resolves to its host veth by a permanent
+	// neighbour entry. No interface of the node holds it (unless a legacy
+	// bridge does), so it is a next hop, not a service address.
 	Gateway netip.Addr
 }
 
@@ -49,10 +64,10 @@ type Network struct {
 	nodeNS  netns.NsHandle // -1 (netns.None) for the process's own
 	nh      *netlink.Handle
 
-	mu     sync.Mutex // orders Init and SetPeers
+	mu     sync.Mutex // orders Init, SetPeers and the legacy bridge's removal
 	inited bool
 	mtu    int
-	bridge int // bridge link index, set by Init
+	bridge int // legacy bridge link index while it has pods, else 0 (legacy.go)
 }
 
 // New checks cfg and opens the node's namespace and allocation table. It
@@ -118,10 +133,11 @@ func stableMAC(what, name string) net.HardwareAddr {
 	return mac
 }
 
-// Init sets up the node: forwarding sysctls, the bridge with the gateway
-// address, the VXLAN device (vxlan backend; removed otherwise) and the
-// masquerade table. It is idempotent and keeps running pods connected, so
-// the agent calls it at every start.
+// Init sets up the node: forwarding sysctls, the unreachable route that
+// covers the pod CIDR's free addresses, the VXLAN device (vxlan backend;
+// removed otherwise) and the masquerade table, and keeps a legacy bridge
+// only while pods are still plugged into it. It is idempotent and keeps
+// running pods connected, so the agent calls it at every start.
 func (n *Network) Init(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -142,8 +158,11 @@ func (n *Network) Init(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	br, err := n.ensureBridge(mtu)
+	br, err := n.adoptLegacyBridge(mtu)
 	if err != nil {
+		return err
+	}
+	if err := n.ensurePodCIDRRoute(); err != nil {
 		return err
 	}
 	if n.cfg.Backend == BackendVXLAN {
@@ -156,9 +175,9 @@ func (n *Network) Init(ctx context.Context) error {
 	if err := n.ensureMasquerade(); err != nil {
 		return err
 	}
-	n.mtu, n.bridge, n.inited = mtu, br.Attrs().Index, true
+	n.mtu, n.bridge, n.inited = mtu, br, true
 	n.log.Info("pod network ready", "backend", n.cfg.Backend, "podCIDR", n.cfg.PodCIDR,
-		"bridge", n.cfg.Bridge, "mtu", mtu, "vtepMAC", n.vtepMAC.String())
+		"mtu", mtu, "vtepMAC", n.vtepMAC.String(), "legacyBridge", br != 0)
 	return nil
 }
 
@@ -182,40 +201,6 @@ func (n *Network) uplink() (int, int, error) {
 		}
 	}
 	return 0, 0, fmt.Errorf("node IP %s is not on any interface of this node", n.cfg.NodeIP)
-}
-
-func (n *Network) ensureBridge(mtu int) (netlink.Link, error) {
-	name := n.cfg.Bridge
-	link, err := n.nh.LinkByName(name)
-	if err != nil && !isNotFound(err) {
-		return nil, fmt.Errorf("bridge %s: %w", name, err)
-	}
-	if link != nil && link.Type() != "bridge" {
-		return nil, fmt.Errorf("bridge %s: a %s link of that name exists", name, link.Type())
-	}
-	if link == nil {
-		// A fixed MAC keeps the bridge's address from following its
-		// lowest-numbered port, which would invalidate pods' ARP caches.
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: stableMAC("bridge", n.cfg.NodeName)}}
-		if err := n.nh.LinkAdd(br); err != nil {
-			return nil, fmt.Errorf("create bridge %s: %w", name, err)
-		}
-		if link, err = n.nh.LinkByName(name); err != nil {
-			return nil, fmt.Errorf("bridge %s: %w", name, err)
-		}
-	} else if link.Attrs().MTU != mtu {
-		if err := n.nh.LinkSetMTU(link, mtu); err != nil {
-			return nil, fmt.Errorf("bridge %s mtu %d: %w", name, mtu, err)
-		}
-	}
-	gw := netip.PrefixFrom(gatewayOf(n.cfg.PodCIDR), n.cfg.PodCIDR.Bits())
-	if err := n.ensureOnlyAddr(link, gw); err != nil {
-		return nil, fmt.Errorf("bridge %s: %w", name, err)
-	}
-	if err := n.nh.LinkSetUp(link); err != nil {
-		return nil, fmt.Errorf("bridge %s up: %w", name, err)
-	}
-	return link, nil
 }
 
 // ensureOnlyAddr gives link the IPv4 address want and removes other IPv4
@@ -314,16 +299,25 @@ func vethName(uid string) string {
 	return "veth" + hex.EncodeToString(sum[:])[:11]
 }
 
-// Setup connects the pod whose network namespace is pinned at netnsPath:
-// an address from the pod CIDR (the same one again if the pod already has
-// one), a veth pair with eth0 inside the pod and the host end on the bridge
-// in hairpin mode, lo up and a default route via the gateway. Calling it
-// again for a pod that is set up returns its address and changes nothing;
-// a half-done earlier attempt is redone. An exhausted pod CIDR gives an
-// error wrapping ErrExhausted.
+// Setup connects the pod whose network namespace is pinned at netnsPath by
+// a routed veth pair, with no bridge between pods (as Calico's and
+// Cilium's routed modes): the pair is created with its pod end already in
+// the pod's namespace as eth0, holding an address from the pod CIDR (the
+// same one again if the pod already has one) as a /32, a default route via
+// the gateway onlink and a permanent neighbour entry that resolves the
+// gateway to the host end's MAC. The host end carries the pod's /32 route
+// and a permanent neighbour entry for the pod's MAC, so neither side ever
+// sends ARP. Traffic between two pods of the node is routed from one host
+// veth to the other; a pod reaching itself through a Service is routed
+// back out of its own veth.
+//
+// Calling it again for a pod that is set up returns its address and
+// changes nothing; a half-done earlier attempt, or a pod on a legacy
+// bridge, is redone. An exhausted pod CIDR gives an error wrapping
+// ErrExhausted.
 func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (PodIP, error) {
 	n.mu.Lock()
-	inited, mtu, bridge := n.inited, n.mtu, n.bridge
+	inited, mtu := n.inited, n.mtu
 	n.mu.Unlock()
 	if !inited {
 		return PodIP{}, errors.New("podnet: Setup before Init")
@@ -343,17 +337,19 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (PodIP, e
 	if err != nil {
 		return PodIP{}, fmt.Errorf("pod %s: %w", podUID, err)
 	}
-	res := PodIP{Addr: netip.PrefixFrom(ip, n.cfg.PodCIDR.Bits()), Gateway: gatewayOf(n.cfg.PodCIDR)}
+	res := PodIP{Addr: netip.PrefixFrom(ip, 32), Gateway: gatewayOf(n.cfg.PodCIDR)}
 	ph, err := netlink.NewHandleAt(podNS)
 	if err != nil {
 		return PodIP{}, n.failSetup(podUID, fmt.Errorf("netlink in pod netns: %w", err))
 	}
 	defer ph.Close()
 	host := vethName(podUID)
-	if n.podReady(ph, host, bridge, res) {
+	hostMAC, podMAC := stableMAC("veth", podUID), stableMAC("pod", podUID)
+	if n.podReady(ph, host, hostMAC, res) {
 		return res, nil
 	}
-	// Whatever an interrupted attempt left goes first.
+	// Whatever an interrupted attempt (or the legacy bridge) left goes
+	// first.
 	if err := n.deleteLink(host); err != nil {
 		return PodIP{}, n.failSetup(podUID, err)
 	}
@@ -362,19 +358,21 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (PodIP, e
 			return PodIP{}, n.failSetup(podUID, fmt.Errorf("delete stale %s in pod: %w", podIface, err))
 		}
 	}
+	n.dropEmptyLegacyBridge()
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: host, MTU: mtu, MasterIndex: bridge, Flags: net.FlagUp},
-		PeerName:      podIface,
-		PeerMTU:       uint32(mtu),
-		PeerNamespace: netlink.NsFd(podNS),
+		LinkAttrs:        netlink.LinkAttrs{Name: host, MTU: mtu, HardwareAddr: hostMAC, Flags: net.FlagUp},
+		PeerName:         podIface,
+		PeerMTU:          uint32(mtu),
+		PeerHardwareAddr: podMAC,
+		PeerNamespace:    netlink.NsFd(podNS),
 	}
 	if err := n.nh.LinkAdd(veth); err != nil {
 		return PodIP{}, n.failSetup(podUID, fmt.Errorf("create veth %s: %w", host, err))
 	}
-	if err := n.nh.LinkSetHairpin(veth, true); err != nil {
-		return PodIP{}, n.failSetup(podUID, fmt.Errorf("hairpin on %s: %w", host, err))
+	if err := configurePod(ph, res, hostMAC); err != nil {
+		return PodIP{}, n.failSetup(podUID, err)
 	}
-	if err := configurePod(ph, res); err != nil {
+	if err := n.routeToPod(host, res.Addr, podMAC); err != nil {
 		return PodIP{}, n.failSetup(podUID, err)
 	}
 	// The kernel activates a link's queueing (and drops what is sent
@@ -386,16 +384,36 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (PodIP, e
 	if err := waitOperUp(ctx, n.nh, host); err != nil {
 		return PodIP{}, n.failSetup(podUID, err)
 	}
-	// The bridge (the pod's gateway) gets carrier with its first port; it
-	// is not a stacked device, so the kernel may take up to a second.
-	if err := waitOperUp(ctx, n.nh, n.cfg.Bridge); err != nil {
-		return PodIP{}, n.failSetup(podUID, err)
-	}
 	n.log.Debug("pod network set up", "pod", podUID, "ip", res.Addr, "veth", host)
 	return res, nil
 }
 
-// failSetup undoes a failed Setup: the veth and the address go.
+// routeToPod gives the host end of a pod's veth the pod's neighbour entry
+// and /32 route.
+func (n *Network) routeToPod(host string, addr netip.Prefix, podMAC net.HardwareAddr) error {
+	hl, err := n.nh.LinkByName(host)
+	if err != nil {
+		return fmt.Errorf("veth %s: %w", host, err)
+	}
+	idx := hl.Attrs().Index
+	nb := &netlink.Neigh{LinkIndex: idx, Family: familyInet, State: netlink.NUD_PERMANENT, IP: addr.Addr().AsSlice(), HardwareAddr: podMAC}
+	if err := n.nh.NeighSet(nb); err != nil {
+		return fmt.Errorf("neighbour %s on %s: %w", addr.Addr(), host, err)
+	}
+	if err := n.nh.RouteReplace(podRoute(idx, addr)); err != nil {
+		return fmt.Errorf("route to %s dev %s: %w", addr, host, err)
+	}
+	return nil
+}
+
+// podRoute is the host's route to a pod: `<ip>/32 dev <veth> scope link`.
+func podRoute(veth int, addr netip.Prefix) *netlink.Route {
+	return &netlink.Route{LinkIndex: veth, Dst: prefixNet(addr), Scope: netlink.SCOPE_LINK,
+		Protocol: podRouteProtocol, Table: unix.RT_TABLE_MAIN}
+}
+
+// failSetup undoes a failed Setup: the veth (and with it its route and
+// neighbour entry) and the address go.
 func (n *Network) failSetup(uid string, err error) error {
 	cleanup := errors.Join(n.deleteLink(vethName(uid)), n.ipam.Release(uid))
 	if cleanup != nil {
@@ -404,10 +422,15 @@ func (n *Network) failSetup(uid string, err error) error {
 	return fmt.Errorf("pod %s: %w", uid, err)
 }
 
-// podReady reports whether the pod is fully set up as res.
-func (n *Network) podReady(ph *netlink.Handle, host string, bridge int, res PodIP) bool {
+// podReady reports whether the pod is fully set up as res: the host end up
+// on no bridge with the pod's route and neighbour, eth0 up with the /32,
+// the gateway's neighbour and the default route.
+func (n *Network) podReady(ph *netlink.Handle, host string, hostMAC net.HardwareAddr, res PodIP) bool {
 	hl, err := n.nh.LinkByName(host)
-	if err != nil || hl.Attrs().MasterIndex != bridge || hl.Attrs().Flags&net.FlagUp == 0 {
+	if err != nil || hl.Attrs().MasterIndex != 0 || hl.Attrs().Flags&net.FlagUp == 0 {
+		return false
+	}
+	if !hasRoute(n.nh, hl, res.Addr, nil) || !hasNeigh(n.nh, hl, res.Addr.Addr()) {
 		return false
 	}
 	pl, err := ph.LinkByName(podIface)
@@ -415,22 +438,49 @@ func (n *Network) podReady(ph *netlink.Handle, host string, bridge int, res PodI
 		return false
 	}
 	addrs, err := ph.AddrList(pl, netlink.FAMILY_V4)
+	if err != nil || len(addrs) != 1 {
+		return false
+	}
+	ones, _ := addrs[0].Mask.Size()
+	if ip, ok := netip.AddrFromSlice(addrs[0].IP); !ok || netip.PrefixFrom(ip.Unmap(), ones) != res.Addr {
+		return false
+	}
+	return hasNeigh(ph, pl, res.Gateway) && hasRoute(ph, pl, netip.Prefix{}, res.Gateway.AsSlice())
+}
+
+// hasRoute reports whether link has a route to dst (the default route when
+// dst is the zero prefix) via gw (none when nil).
+func hasRoute(h *netlink.Handle, link netlink.Link, dst netip.Prefix, gw net.IP) bool {
+	routes, err := h.RouteList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return false
 	}
-	for _, a := range addrs {
-		ones, _ := a.Mask.Size()
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && netip.PrefixFrom(ip.Unmap(), ones) == res.Addr {
-			routes, err := ph.RouteList(pl, netlink.FAMILY_V4)
-			if err != nil {
-				return false
+	for _, r := range routes {
+		var have netip.Prefix
+		if r.Dst != nil {
+			ones, _ := r.Dst.Mask.Size()
+			ip, _ := netip.AddrFromSlice(r.Dst.IP)
+			have = netip.PrefixFrom(ip.Unmap(), ones)
+			if have.Bits() == 0 {
+				have = netip.Prefix{}
 			}
-			for _, r := range routes {
-				if r.Dst == nil || r.Dst.IP.IsUnspecified() {
-					return r.Gw.Equal(res.Gateway.AsSlice())
-				}
-			}
-			return false
+		}
+		if have == dst && r.Gw.Equal(gw) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasNeigh reports whether link has a permanent neighbour entry for ip.
+func hasNeigh(h *netlink.Handle, link netlink.Link, ip netip.Addr) bool {
+	ns, err := h.NeighList(link.Attrs().Index, familyInet)
+	if err != nil {
+		return false
+	}
+	for _, e := range ns {
+		if e.State&netlink.NUD_PERMANENT != 0 && e.IP.Equal(ip.AsSlice()) {
+			return true
 		}
 	}
 	return false
@@ -465,8 +515,10 @@ func waitOperUp(ctx context.Context, h *netlink.Handle, name string) error {
 	}
 }
 
-// configurePod brings lo and eth0 up with the address and default route.
-func configurePod(ph *netlink.Handle, res PodIP) error {
+// configurePod brings lo and eth0 up with the /32 address, the gateway's
+// permanent neighbour entry (the host end's MAC) and the default route via
+// the gateway onlink.
+func configurePod(ph *netlink.Handle, res PodIP, hostMAC net.HardwareAddr) error {
 	lo, err := ph.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("pod lo: %w", err)
@@ -484,7 +536,13 @@ func configurePod(ph *netlink.Handle, res PodIP) error {
 	if err := ph.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("pod %s up: %w", podIface, err)
 	}
-	def := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: res.Gateway.AsSlice(), Scope: netlink.SCOPE_UNIVERSE}
+	nb := &netlink.Neigh{LinkIndex: eth.Attrs().Index, Family: familyInet, State: netlink.NUD_PERMANENT,
+		IP: res.Gateway.AsSlice(), HardwareAddr: hostMAC}
+	if err := ph.NeighSet(nb); err != nil {
+		return fmt.Errorf("pod gateway neighbour %s: %w", res.Gateway, err)
+	}
+	def := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: res.Gateway.AsSlice(), Scope: netlink.SCOPE_UNIVERSE,
+		Flags: int(netlink.FLAG_ONLINK)}
 	if err := ph.RouteReplace(def); err != nil {
 		return fmt.Errorf("pod default route via %s: %w", res.Gateway, err)
 	}
@@ -501,10 +559,12 @@ func (n *Network) Teardown(ctx context.Context, podUID, netnsPath string) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// Deleting the host end deletes eth0 in the pod with it.
+	// Deleting the host end deletes eth0 in the pod with it, and the
+	// pod's route and neighbour entry.
 	if err := n.deleteLink(vethName(podUID)); err != nil {
 		return fmt.Errorf("pod %s (netns %s): %w", podUID, netnsPath, err)
 	}
+	n.dropEmptyLegacyBridge()
 	if err := n.ipam.Release(podUID); err != nil {
 		return fmt.Errorf("pod %s: %w", podUID, err)
 	}
@@ -530,6 +590,7 @@ func (n *Network) Reconcile(ctx context.Context, liveUIDs []string) ([]string, e
 		}
 		errs = append(errs, n.deleteLink(vethName(uid)))
 	}
+	n.dropEmptyLegacyBridge()
 	if len(freed) > 0 {
 		n.log.Info("freed pod network of pods that are gone", "pods", freed)
 	}

@@ -10,26 +10,31 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// nodeSysctls are the settings forwarding between pods, nodes and the
-// overlay needs. bridge-nf-call-iptables sends bridged IPv4 frames through
-// the netfilter IP hooks, so Service DNAT (netproxy) applies between pods on
-// one bridge; it exists only with br_netfilter loaded and is skipped
-// otherwise.
-var nodeSysctls = []struct {
+// sysctl is one setting under /proc/sys; an optional one is skipped when
+// the kernel does not have it.
+type sysctl struct {
 	path, value string
 	optional    bool
-}{
-	{"net/ipv4/ip_forward", "1", false},
-	{"net/bridge/bridge-nf-call-iptables", "1", true},
 }
 
-// setSysctls writes nodeSysctls in the node's network namespace. /proc/sys/net
-// resolves to the namespace of the thread that opens it, so the writes run
-// on a thread switched into the node namespace when one is configured.
-func (n *Network) setSysctls() error {
+// nodeSysctls are the settings forwarding between pods, nodes and the
+// overlay needs. Pods are routed, not bridged, so nothing here depends on
+// br_netfilter (legacy.go sets what a legacy bridge needs).
+var nodeSysctls = []sysctl{
+	{"net/ipv4/ip_forward", "1", false},
+}
+
+// setSysctls writes nodeSysctls in the node's network namespace.
+func (n *Network) setSysctls() error { return n.writeSysctls(nodeSysctls) }
+
+// writeSysctls writes settings in the node's network namespace.
+// /proc/sys/net resolves to the namespace of the thread that opens it, so
+// the writes run on a thread switched into the node namespace when one is
+// configured.
+func (n *Network) writeSysctls(settings []sysctl) error {
 	write := func() error {
 		var errs []error
-		for _, s := range nodeSysctls {
+		for _, s := range settings {
 			p := "/proc/sys/" + s.path
 			cur, err := os.ReadFile(p)
 			if err != nil {
