@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"time"
 
@@ -17,7 +18,24 @@ const (
 	opUpdate
 	opDelete
 	opCompact
+	opFlush // checkpoint what is pending (readers that need the bbolt file current)
 )
+
+func (k opKind) String() string {
+	switch k {
+	case opCreate:
+		return "create"
+	case opUpdate:
+		return "update"
+	case opDelete:
+		return "delete"
+	case opCompact:
+		return "compact"
+	case opFlush:
+		return "flush"
+	}
+	return "unknown operation"
+}
 
 // op is one write waiting for the committer.
 type op struct {
@@ -110,25 +128,53 @@ func cloneBytes(b []byte) []byte {
 }
 
 // commitLoop is the committer: it takes the first waiting write, then every
-// other write already waiting (up to MaxBatch), and commits them in one
-// transaction. While a transaction is being synced, new writers queue up
-// and form the next group, so the fsync cost is shared.
+// other write already waiting (up to MaxBatch), and commits them as one
+// record of the write-ahead log. While a record is being synced, new
+// writers queue up and form the next group, so the fsync cost is shared.
+// Pending records are checkpointed into bbolt when enough has gathered,
+// when a reader asks, CheckpointInterval after the first of them, and on
+// Close; the timer runs only while something is pending.
 func (db *DB) commitLoop() {
 	defer close(db.commitDone)
 	batch := make([]*op, 0, db.cfg.MaxBatch)
 	var took time.Duration
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
 	for {
 		batch = batch[:0]
 		select {
 		case o := <-db.ops:
 			batch = append(batch, o)
+		case <-timer.C:
+			armed = false
+			if err := db.checkpoint(); err != nil {
+				timer.Reset(db.cfg.CheckpointInterval) // try again later
+				armed = true
+			}
+			continue
 		case <-db.closing:
+			timer.Stop()
+			if db.skipFinalCheckpoint {
+				return
+			}
+			if err := db.checkpoint(); err != nil {
+				db.log.Error("store: checkpoint at close failed; the write-ahead log keeps the writes", "path", db.cfg.Path, "err", err)
+			}
 			return
 		}
 		batch = db.gather(batch, min(max(took/4, minStragglerWait), maxStragglerWait))
 		t0 := time.Now()
 		db.commit(batch)
 		took = time.Since(t0)
+		switch pending := db.pendingN.Load() > 0; {
+		case pending && !armed:
+			timer.Reset(db.cfg.CheckpointInterval)
+			armed = true
+		case !pending && armed:
+			timer.Stop()
+			armed = false
+		}
 	}
 }
 
@@ -171,109 +217,181 @@ func (db *DB) gather(batch []*op, wait time.Duration) []*op {
 	return batch
 }
 
-// commit applies batch in one bbolt transaction. Each op is checked on its
-// own against the state left by the ops before it, so one op's conflict
-// fails only that op. Events reach watchers after the transaction is
-// durable, and only then do the writers get their answers.
+// commit appends batch to the write-ahead log as one record. Each op is
+// checked on its own against the state left by the ops before it, so one
+// op's conflict fails only that op. Events reach watchers after the record
+// is durable, and only then do the writers get their answers. A flush op
+// in the batch (or a full log) checkpoints afterwards.
 func (db *DB) commit(batch []*op) {
 	results := make([]opResult, len(batch))
 	events := make([]Event, 0, len(batch))
 	rev := db.hub.revision()
-	compact := db.compactRev.Load()
-	t0 := time.Now()
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		kvb := tx.Bucket(bucketKV)
-		hist := tx.Bucket(bucketHistory)
-		vals := tx.Bucket(bucketValues)
-		// Revision-keyed buckets are appended to: pack their pages full.
-		hist.FillPercent = 1
-		vals.FillPercent = 1
-		// Pack key pages to 90% rather than bbolt's 50% (as etcd does):
-		// fewer pages to write per commit.
-		kvb.FillPercent = 0.9
-		for i, o := range batch {
-			r := &results[i]
-			if o.kind == opCompact {
-				switch {
-				case o.expected > rev:
-					r.err = fmt.Errorf("store: compact to %d, current revision is %d: %w", o.expected, rev, ErrFutureRevision)
-				case o.expected > compact:
-					compact = o.expected
-				}
-				continue
-			}
-			e, err := apply(tx, o, rev+1)
-			if err != nil {
-				r.err = err
-				continue
-			}
-			rev++
-			if e.Type == EventDelete {
-				err = kvb.Delete([]byte(o.key))
-			} else {
-				err = kvb.Put([]byte(o.key), encodeKV(e.KV.CreateRevision, e.KV.ModRevision))
-				if err == nil {
-					err = vals.Put(revKey(rev), e.KV.Value)
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("write %q: %w", o.key, err)
-			}
-			if err := hist.Put(revKey(rev), encodeEvent(&e)); err != nil {
-				return fmt.Errorf("history %d: %w", rev, err)
-			}
-			r.rev = rev
-			if e.Type == EventDelete {
-				r.kv = e.KV
-			}
-			events = append(events, e)
-		}
-		if rev-compact > db.cfg.HistorySize {
-			compact = rev - db.cfg.HistorySize
-		}
-		if err := trimHistory(hist, vals, compact); err != nil {
-			return err
-		}
-		meta := tx.Bucket(bucketMeta)
-		if err := meta.Put(metaRev, revKey(rev)); err != nil {
-			return err
-		}
-		return meta.Put(metaCompact, revKey(compact))
-	})
-	if err != nil {
-		err = fmt.Errorf("store: commit to %s: %w", db.cfg.Path, err)
-		db.log.Error("store commit failed", "path", db.cfg.Path, "writes", len(batch), "err", err)
-		for i := range batch {
-			batch[i].done <- opResult{err: err}
-		}
-		return
-	}
-	if db.durableHook != nil && len(events) > 0 {
-		db.durableHook(events[0].KV.ModRevision, rev)
-	}
-	db.compactRev.Store(compact)
-	db.commits.Add(1)
-	db.writes.Add(int64(len(batch)))
-	db.hub.publish(events, rev)
+	compact := db.compact
+	staged := make(map[string]*KeyValue, len(batch))
+	var rtx *bolt.Tx
+	flush := false
 	for i, o := range batch {
-		o.done <- results[i]
+		r := &results[i]
+		switch o.kind {
+		case opFlush:
+			flush = true
+			continue
+		case opCompact:
+			switch {
+			case o.expected > rev:
+				r.err = fmt.Errorf("store: compact to %d, current revision is %d: %w", o.expected, rev, ErrFutureRevision)
+			case o.expected > compact:
+				compact = o.expected
+			}
+			continue
+		}
+		prev, err := db.current(o.key, staged, &rtx)
+		if err != nil {
+			r.err = fmt.Errorf("store: %s %q: %w", o.kind, o.key, err)
+			continue
+		}
+		e, err := decide(o, prev, rev+1)
+		if err != nil {
+			r.err = err
+			continue
+		}
+		rev++
+		if e.Type == EventDelete {
+			staged[o.key] = nil
+			r.kv = e.KV
+		} else {
+			kv := e.KV
+			staged[o.key] = &kv
+		}
+		r.rev = rev
+		events = append(events, e)
 	}
-	if d := time.Since(t0); d > time.Second {
-		db.log.Warn("store commit slow", "writes", len(batch), "duration", d)
+	if rtx != nil {
+		_ = rtx.Rollback()
+	}
+	if rev-compact > db.cfg.HistorySize {
+		compact = rev - db.cfg.HistorySize
+	}
+	if len(events) > 0 || compact != db.compact {
+		if err := db.wal.append(compact, events); err != nil {
+			err = fmt.Errorf("store: commit to %s: %w", db.cfg.Path, err)
+			db.log.Error("store commit failed", "path", db.cfg.Path, "writes", len(batch), "err", err)
+			for i := range batch {
+				batch[i].done <- opResult{err: err}
+			}
+			return
+		}
+		db.ovMu.Lock()
+		maps.Copy(db.overlay, staged)
+		db.ovMu.Unlock()
+		db.pending = append(db.pending, events...)
+		db.compact = compact
+		db.pendingN.Store(db.pendingCount())
+		if db.durableHook != nil && len(events) > 0 {
+			db.durableHook(events[0].KV.ModRevision, rev)
+		}
+		db.compactRev.Store(compact)
+		db.commits.Add(1)
+	}
+	writes := int64(len(batch))
+	if flush {
+		for _, o := range batch {
+			if o.kind == opFlush {
+				writes--
+			}
+		}
+	}
+	db.writes.Add(writes)
+	db.hub.publish(events, rev)
+	var cerr error
+	if flush || len(db.pending) >= db.cfg.CheckpointWrites || db.wal.off >= db.cfg.CheckpointBytes {
+		cerr = db.checkpoint()
+	}
+	for i, o := range batch {
+		if o.kind == opFlush {
+			results[i].err = cerr
+		}
+		o.done <- results[i]
 	}
 }
 
-// apply checks o against the current state of its key and returns the
-// event it makes at revision rev (not yet written).
-func apply(tx *bolt.Tx, o *op, rev int64) (Event, error) {
-	var prev *KeyValue
-	if v := tx.Bucket(bucketKV).Get([]byte(o.key)); v != nil {
-		p, err := decodeKV(o.key, v)
-		if err != nil {
-			return Event{}, fmt.Errorf("store: %w", err)
-		}
-		prev = &p
+// pendingCount is what readers see of the pending state: the events not
+// yet in bbolt, plus one for a compaction not yet in bbolt.
+func (db *DB) pendingCount() int64 {
+	n := int64(len(db.pending))
+	if db.compact != db.boltCompact {
+		n++
 	}
+	return n
+}
+
+// current returns key's state as the writes so far leave it: staged by
+// this batch, pending in the log, or in bbolt (read through *rtx, begun on
+// first use); nil when absent. The value is shared: do not modify it.
+func (db *DB) current(key string, staged map[string]*KeyValue, rtx **bolt.Tx) (*KeyValue, error) {
+	if kv, ok := staged[key]; ok {
+		return kv, nil
+	}
+	if kv, ok := db.overlay[key]; ok { // only the committer writes it
+		return kv, nil
+	}
+	if *rtx == nil {
+		tx, err := db.bolt.Begin(false)
+		if err != nil {
+			return nil, err
+		}
+		*rtx = tx
+	}
+	v := (*rtx).Bucket(bucketKV).Get([]byte(key))
+	if v == nil {
+		return nil, nil
+	}
+	kv, err := readKV(*rtx, key, v)
+	if err != nil {
+		return nil, err
+	}
+	return &kv, nil
+}
+
+// checkpoint commits the pending events (and compaction) to bbolt in one
+// transaction, with the next log epoch, then starts the log afresh. On
+// error everything stays pending (and durable in the log).
+func (db *DB) checkpoint() error {
+	if db.pendingCount() == 0 {
+		return nil
+	}
+	t0 := time.Now()
+	epoch := db.wal.epoch + 1
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		return writeEvents(tx, db.pending, db.compact, epoch)
+	})
+	if err != nil {
+		err = fmt.Errorf("store: checkpoint to %s: %w", db.cfg.Path, err)
+		db.log.Error("store checkpoint failed", "path", db.cfg.Path, "writes", len(db.pending), "err", err)
+		return err
+	}
+	db.wal.reset(epoch)
+	db.ovMu.Lock()
+	clear(db.overlay)
+	db.ovMu.Unlock()
+	if cap(db.pending) > 4*db.cfg.MaxBatch {
+		db.pending = nil
+	} else {
+		clear(db.pending) // drop the values
+		db.pending = db.pending[:0]
+	}
+	db.boltCompact = db.compact
+	db.pendingN.Store(0)
+	db.checkpoints.Add(1)
+	if d := time.Since(t0); d > time.Second {
+		db.log.Warn("store checkpoint slow", "duration", d)
+	}
+	return nil
+}
+
+// decide checks o against prev, the current state of its key (nil:
+// absent), and returns the event it makes at revision rev.
+func decide(o *op, prev *KeyValue, rev int64) (Event, error) {
 	switch o.kind {
 	case opCreate:
 		if prev != nil {
@@ -281,19 +399,11 @@ func apply(tx *bolt.Tx, o *op, rev int64) (Event, error) {
 		}
 		return Event{Type: EventCreate, KV: KeyValue{Key: o.key, Value: o.value, CreateRevision: rev, ModRevision: rev}}, nil
 	case opUpdate, opDelete:
-		verb := "update"
-		if o.kind == opDelete {
-			verb = "delete"
-		}
 		if prev == nil {
-			return Event{}, fmt.Errorf("store: %s %q: %w", verb, o.key, ErrNotFound)
+			return Event{}, fmt.Errorf("store: %s %q: %w", o.kind, o.key, ErrNotFound)
 		}
 		if o.expected != 0 && o.expected != prev.ModRevision {
-			return Event{}, fmt.Errorf("store: %s %q: expected revision %d, current is %d: %w", verb, o.key, o.expected, prev.ModRevision, ErrConflict)
-		}
-		var err error
-		if prev.Value, err = loadValue(tx, prev.ModRevision); err != nil {
-			return Event{}, fmt.Errorf("store: %s %q: %w", verb, o.key, err)
+			return Event{}, fmt.Errorf("store: %s %q: expected revision %d, current is %d: %w", o.kind, o.key, o.expected, prev.ModRevision, ErrConflict)
 		}
 		if o.kind == opDelete {
 			return Event{Type: EventDelete, KV: KeyValue{Key: o.key, Value: prev.Value, CreateRevision: prev.CreateRevision, ModRevision: rev}, Prev: prev}, nil
@@ -301,6 +411,75 @@ func apply(tx *bolt.Tx, o *op, rev int64) (Event, error) {
 		return Event{Type: EventUpdate, KV: KeyValue{Key: o.key, Value: o.value, CreateRevision: prev.CreateRevision, ModRevision: rev}, Prev: prev}, nil
 	}
 	return Event{}, errors.New("store: unknown operation")
+}
+
+// writeEvents applies events (consecutive revisions after the file's; their
+// Prev is not used: it is read from the file) to the bbolt file in tx,
+// trims the history to compact, and records the new revision, compaction
+// and log epoch.
+func writeEvents(tx *bolt.Tx, events []Event, compact, epoch int64) error {
+	kvb := tx.Bucket(bucketKV)
+	hist := tx.Bucket(bucketHistory)
+	vals := tx.Bucket(bucketValues)
+	meta := tx.Bucket(bucketMeta)
+	// Revision-keyed buckets are appended to: pack their pages full.
+	hist.FillPercent = 1
+	vals.FillPercent = 1
+	// Pack key pages to 90% rather than bbolt's 50% (as etcd does):
+	// fewer pages to write per commit.
+	kvb.FillPercent = 0.9
+	rev, oldCompact, err := metaRevisions(meta)
+	if err != nil {
+		return err
+	}
+	for i := range events {
+		e := &events[i]
+		if e.KV.ModRevision != rev+1 {
+			return fmt.Errorf("write of revision %d after %d: %w", e.KV.ModRevision, rev, ErrCorrupt)
+		}
+		rev++
+		key := []byte(e.KV.Key)
+		var prev *KeyValue
+		if v := kvb.Get(key); v != nil {
+			p, err := decodeKV(e.KV.Key, v)
+			if err != nil {
+				return err
+			}
+			prev = &p
+		}
+		if (e.Type == EventCreate) != (prev == nil) {
+			return fmt.Errorf("%s of %q at revision %d, key present: %t: %w", e.Type, e.KV.Key, rev, prev != nil, ErrCorrupt)
+		}
+		h := Event{Type: e.Type, KV: KeyValue{Key: e.KV.Key, CreateRevision: rev, ModRevision: rev}, Prev: prev}
+		if prev != nil {
+			h.KV.CreateRevision = prev.CreateRevision
+		}
+		if e.Type == EventDelete {
+			err = kvb.Delete(key)
+		} else {
+			err = kvb.Put(key, encodeKV(h.KV.CreateRevision, rev))
+			if err == nil {
+				err = vals.Put(revKey(rev), e.KV.Value)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("write %q: %w", e.KV.Key, err)
+		}
+		if err := hist.Put(revKey(rev), encodeEvent(&h)); err != nil {
+			return fmt.Errorf("history %d: %w", rev, err)
+		}
+	}
+	compact = min(max(compact, oldCompact), rev)
+	if err := trimHistory(hist, vals, compact); err != nil {
+		return err
+	}
+	if err := meta.Put(metaRev, revKey(rev)); err != nil {
+		return err
+	}
+	if err := meta.Put(metaCompact, revKey(compact)); err != nil {
+		return err
+	}
+	return meta.Put(metaWALEpoch, revKey(epoch))
 }
 
 // trimHistory deletes the history entries at and before compact, and the

@@ -23,6 +23,15 @@ const (
 	DefaultOpenTimeout = 2 * time.Second
 	// DefaultMaxBatch caps how many writes go into one transaction.
 	DefaultMaxBatch = 1024
+	// DefaultCheckpointInterval is how long writes may wait in the
+	// write-ahead log before they are folded into the bbolt file. An idle
+	// node's lease renewals (one every 10 s a node) then cost one page each
+	// in the log and one bbolt transaction every 5 minutes.
+	DefaultCheckpointInterval = 5 * time.Minute
+	// DefaultCheckpointBytes and DefaultCheckpointWrites bound the log (and
+	// the memory that holds its writes until they are in the bbolt file).
+	DefaultCheckpointBytes  = 4 << 20
+	DefaultCheckpointWrites = 4096
 	// WatchChannelSize is the buffer of a Watcher's Events channel.
 	WatchChannelSize = 128
 )
@@ -47,6 +56,15 @@ type Config struct {
 	// MaxBatch caps the writes grouped into one transaction. Default
 	// DefaultMaxBatch.
 	MaxBatch int
+	// CheckpointInterval, CheckpointBytes and CheckpointWrites: the
+	// write-ahead log is folded into the bbolt file this long after its
+	// first pending write, or once it holds this many bytes or writes
+	// (and whenever a list or an old watch needs the file current, and at
+	// Close). Defaults DefaultCheckpointInterval, DefaultCheckpointBytes,
+	// DefaultCheckpointWrites.
+	CheckpointInterval time.Duration
+	CheckpointBytes    int64
+	CheckpointWrites   int
 	// SkipIntegrityCheck skips bbolt's full consistency check at Open
 	// (which reads every page: milliseconds for a typical cluster, seconds
 	// for a database of gigabytes). The cheaper checks (meta pages, file
@@ -58,20 +76,24 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Path == "" {
 		return c, fmt.Errorf("store: config: Path is required")
 	}
-	if c.HistorySize < 0 || c.WatchCacheSize < 0 || c.OpenTimeout < 0 || c.MaxBatch < 0 {
-		return c, fmt.Errorf("store: config: negative HistorySize, WatchCacheSize, OpenTimeout or MaxBatch")
+	if c.HistorySize < 0 || c.WatchCacheSize < 0 || c.OpenTimeout < 0 || c.MaxBatch < 0 ||
+		c.CheckpointInterval < 0 || c.CheckpointBytes < 0 || c.CheckpointWrites < 0 {
+		return c, fmt.Errorf("store: config: negative HistorySize, WatchCacheSize, OpenTimeout, MaxBatch or Checkpoint setting")
 	}
-	if c.HistorySize == 0 {
-		c.HistorySize = DefaultHistorySize
-	}
-	if c.WatchCacheSize == 0 {
-		c.WatchCacheSize = DefaultWatchCacheSize
-	}
-	if c.OpenTimeout == 0 {
-		c.OpenTimeout = DefaultOpenTimeout
-	}
-	if c.MaxBatch == 0 {
-		c.MaxBatch = DefaultMaxBatch
-	}
+	setDefault(&c.CheckpointInterval, DefaultCheckpointInterval)
+	setDefault(&c.CheckpointBytes, DefaultCheckpointBytes)
+	setDefault(&c.CheckpointWrites, DefaultCheckpointWrites)
+	setDefault(&c.HistorySize, DefaultHistorySize)
+	setDefault(&c.WatchCacheSize, DefaultWatchCacheSize)
+	setDefault(&c.OpenTimeout, DefaultOpenTimeout)
+	setDefault(&c.MaxBatch, DefaultMaxBatch)
 	return c, nil
+}
+
+// setDefault sets a zero *v to def.
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }

@@ -17,12 +17,14 @@ import (
 
 // DB is the bbolt implementation of Store. Writes from all goroutines go to
 // one committer goroutine that groups whatever is queued into a single
-// transaction (one fsync for the group, each write checked on its own); a
-// write returns once its transaction is on disk. Committed changes are kept
-// on disk as a bounded history (for watches that resume and lists at a past
-// revision) and in memory as a ring of recent events (for live watchers).
-// Nothing is written while no write is requested: no timers, no background
-// compaction.
+// record of the write-ahead log (one fsync for the group, each write
+// checked on its own); a write returns once its record is on disk. The
+// committer folds the log into the bbolt file in checkpoints (see wal.go);
+// until then a pending write's key is served from memory. Committed changes
+// are kept on disk as a bounded history (for watches that resume and lists
+// at a past revision) and in memory as a ring of recent events (for live
+// watchers). Nothing is written while no write is requested: the only timer
+// is the checkpoint's, armed while writes are pending.
 type DB struct {
 	cfg  Config
 	log  *slog.Logger
@@ -38,6 +40,25 @@ type DB struct {
 	// they are published to watchers.
 	durableHook func(first, last int64)
 	writes      atomic.Int64
+	checkpoints atomic.Int64
+	// skipFinalCheckpoint, when set by tests before Close, leaves pending
+	// writes in the log only, as a crash would.
+	skipFinalCheckpoint bool
+
+	// The committer's own (only its goroutine touches them): the log, the
+	// events in it not yet in bbolt, the compacted revision and the one
+	// bbolt holds.
+	wal         *wal
+	pending     []Event
+	compact     int64
+	boltCompact int64
+	// pendingN is pendingCount() as of the last commit, for readers
+	// deciding whether the bbolt file is current.
+	pendingN atomic.Int64
+	// overlay holds the state of every key changed by a pending write (nil:
+	// deleted). The committer writes it under ovMu.Lock; Get reads it.
+	ovMu    sync.RWMutex
+	overlay map[string]*KeyValue
 
 	ops        chan *op      // to the committer; unbuffered
 	closing    chan struct{} // closed by Close
@@ -69,14 +90,26 @@ func Open(cfg Config, log *slog.Logger) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	w, replayed, err := recoverWAL(cfg, bdb, &st)
+	if err != nil {
+		_ = bdb.Close()
+		return nil, err
+	}
+	if replayed > 0 {
+		log.Info("store replayed its write-ahead log", "path", w.path, "writes", replayed, "revision", st.rev)
+	}
 	db := &DB{
-		cfg:        cfg,
-		log:        log,
-		bolt:       bdb,
-		ops:        make(chan *op),
-		closing:    make(chan struct{}),
-		commitDone: make(chan struct{}),
-		hub:        newHub(cfg.WatchCacheSize, st.rev),
+		cfg:         cfg,
+		log:         log,
+		bolt:        bdb,
+		ops:         make(chan *op),
+		closing:     make(chan struct{}),
+		commitDone:  make(chan struct{}),
+		hub:         newHub(cfg.WatchCacheSize, st.rev),
+		wal:         w,
+		compact:     st.compact,
+		boltCompact: st.compact,
+		overlay:     make(map[string]*KeyValue),
 	}
 	db.compactRev.Store(st.compact)
 	go db.commitLoop()
@@ -95,9 +128,11 @@ func (db *DB) Close() error {
 		close(db.closing)
 		<-db.commitDone
 		db.watchers.Wait()
+		werr := db.wal.close()
 		if err := db.bolt.Close(); err != nil {
-			db.closeErr = fmt.Errorf("store: close %s: %w", db.cfg.Path, err)
+			werr = errors.Join(werr, fmt.Errorf("store: close %s: %w", db.cfg.Path, err))
 		}
+		db.closeErr = werr
 		db.log.Info("store closed", "path", db.cfg.Path, "revision", db.Revision())
 	})
 	return db.closeErr
@@ -105,8 +140,12 @@ func (db *DB) Close() error {
 
 // Stats are counters since Open.
 type Stats struct {
-	// Commits is the number of bbolt transactions committed by writes.
+	// Commits is the number of write-ahead log records written (groups of
+	// writes, and compactions).
 	Commits int64
+	// Checkpoints is the number of bbolt transactions that folded the log
+	// into the database file.
+	Checkpoints int64
 	// Writes is the number of writes (successful or not) they carried.
 	Writes int64
 	// PageWrites is the number of write calls bbolt made to the file
@@ -117,7 +156,7 @@ type Stats struct {
 // Stats returns counters since Open.
 func (db *DB) Stats() Stats {
 	st := db.bolt.Stats()
-	return Stats{Commits: db.commits.Load(), Writes: db.writes.Load(), PageWrites: st.TxStats.GetWrite()}
+	return Stats{Commits: db.commits.Load(), Checkpoints: db.checkpoints.Load(), Writes: db.writes.Load(), PageWrites: st.TxStats.GetWrite()}
 }
 
 // Path is the database file.
@@ -165,6 +204,19 @@ func (db *DB) Get(ctx context.Context, key string) (KeyValue, error) {
 	if err := checkKey(key); err != nil {
 		return KeyValue{}, err
 	}
+	db.ovMu.RLock()
+	p, ok := db.overlay[key]
+	db.ovMu.RUnlock()
+	if ok {
+		if p == nil {
+			return KeyValue{}, fmt.Errorf("store: get %q: %w", key, ErrNotFound)
+		}
+		kv := *p
+		kv.Value = cloneBytes(p.Value)
+		return kv, nil
+	}
+	// Not pending: the bbolt file has the key's current state (a checkpoint
+	// clears the overlay only once its transaction is committed).
 	var kv KeyValue
 	err := db.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketKV).Get([]byte(key))
@@ -176,6 +228,15 @@ func (db *DB) Get(ctx context.Context, key string) (KeyValue, error) {
 		return err
 	})
 	return kv, err
+}
+
+// flush makes the bbolt file hold every write acknowledged so far (a
+// checkpoint, if any is pending).
+func (db *DB) flush(ctx context.Context) error {
+	if db.pendingN.Load() == 0 {
+		return nil
+	}
+	return db.submit(ctx, &op{kind: opFlush}).err
 }
 
 // keyState is a key as it stood at a past revision: absent (kv nil) or kv.
@@ -200,18 +261,16 @@ func (db *DB) List(ctx context.Context, prefix string, opts ListOptions) (ListRe
 	case opts.Continue != "" && !strings.HasPrefix(opts.Continue, prefix):
 		return ListResult{}, fmt.Errorf("store: list %q: continue key %q is outside the prefix", prefix, opts.Continue)
 	}
+	if err := db.flush(ctx); err != nil {
+		return ListResult{}, err
+	}
 	start := []byte(prefix)
 	if opts.Continue != "" {
 		start = append([]byte(opts.Continue), 0)
 	}
 	var res ListResult
 	err := db.view(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		cur, err := decodeRevKey(meta.Get(metaRev))
-		if err != nil {
-			return err
-		}
-		compact, err := decodeRevKey(meta.Get(metaCompact))
+		cur, compact, err := metaRevisions(tx.Bucket(bucketMeta))
 		if err != nil {
 			return err
 		}

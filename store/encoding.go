@@ -3,6 +3,8 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // On-disk layout (bbolt buckets). Each value is stored once, under the
@@ -13,6 +15,8 @@ import (
 //	meta:    "format" -> formatMarker
 //	         "rev"    -> current revision, 8 bytes big endian
 //	         "compact"-> compacted revision (history holds revisions after it)
+//	         "wal"    -> epoch of the write-ahead log (see wal.go): its
+//	                     records belong to this file only if they carry it
 //	kv:      key -> uvarint createRev, uvarint modRev (value: values[modRev])
 //	history: revision -> one event without values, see encodeEvent
 //	values:  revision -> the value written at that revision
@@ -26,9 +30,10 @@ var (
 	bucketHistory = []byte("history")
 	bucketValues  = []byte("values")
 
-	metaFormat  = []byte("format")
-	metaRev     = []byte("rev")
-	metaCompact = []byte("compact")
+	metaFormat   = []byte("format")
+	metaRev      = []byte("rev")
+	metaCompact  = []byte("compact")
+	metaWALEpoch = []byte("wal")
 
 	formatMarker = []byte("orch-store-v2")
 )
@@ -164,4 +169,16 @@ func eventKey(rev int64, b []byte) (string, error) {
 		return "", fmt.Errorf("history entry %d: bad encoding: %w", rev, ErrCorrupt)
 	}
 	return string(k), nil
+}
+
+// metaRevisions reads the current and the compacted revision from the meta
+// bucket.
+func metaRevisions(meta *bolt.Bucket) (rev, compact int64, err error) {
+	if rev, err = decodeRevKey(meta.Get(metaRev)); err != nil {
+		return 0, 0, fmt.Errorf("current revision: %w", err)
+	}
+	if compact, err = decodeRevKey(meta.Get(metaCompact)); err != nil {
+		return 0, 0, fmt.Errorf("compacted revision: %w", err)
+	}
+	return rev, compact, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 
@@ -15,6 +16,7 @@ import (
 // state is what Open reads back from an existing database.
 type state struct {
 	rev, compact int64
+	walEpoch     int64
 	fresh        bool // no orch data yet: buckets must be created
 }
 
@@ -70,7 +72,7 @@ func openBolt(cfg Config) (_ *bolt.DB, _ state, err error) {
 		return nil, st, openError(cfg.Path, err)
 	}
 	if st.fresh {
-		if err := initialize(db); err != nil {
+		if st.walEpoch, err = initialize(db); err != nil {
 			_ = db.Close()
 			return nil, st, fmt.Errorf("store: initialize %s: %w", cfg.Path, err)
 		}
@@ -158,11 +160,13 @@ func readState(tx *bolt.Tx) (state, error) {
 		}
 	}
 	var err error
-	if st.rev, err = decodeRevKey(meta.Get(metaRev)); err != nil {
-		return st, fmt.Errorf("current revision: %w", err)
+	if st.rev, st.compact, err = metaRevisions(meta); err != nil {
+		return st, err
 	}
-	if st.compact, err = decodeRevKey(meta.Get(metaCompact)); err != nil {
-		return st, fmt.Errorf("compacted revision: %w", err)
+	if e := meta.Get(metaWALEpoch); e != nil { // absent in files of older orch
+		if st.walEpoch, err = decodeRevKey(e); err != nil {
+			return st, fmt.Errorf("write-ahead log epoch: %w", err)
+		}
 	}
 	if st.rev < 0 || st.compact < 0 || st.compact > st.rev {
 		return st, fmt.Errorf("revision %d, compacted revision %d", st.rev, st.compact)
@@ -185,8 +189,12 @@ func readState(tx *bolt.Tx) (state, error) {
 	return st, nil
 }
 
-func initialize(db *bolt.DB) error {
-	return db.Update(func(tx *bolt.Tx) error {
+// initialize creates the buckets and meta keys of a new file. Its log
+// epoch starts at a random value, so that a log left behind by another
+// database file at the same path can never be replayed into this one.
+func initialize(db *bolt.DB) (epoch int64, err error) {
+	epoch = rand.Int64N(1 << 62)
+	return epoch, db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
@@ -197,12 +205,19 @@ func initialize(db *bolt.DB) error {
 			}
 		}
 		if meta.Get(metaFormat) != nil {
-			return nil
+			epoch = 0
+			if e := meta.Get(metaWALEpoch); e != nil {
+				epoch, err = decodeRevKey(e)
+			}
+			return err
 		}
 		if err := meta.Put(metaFormat, formatMarker); err != nil {
 			return err
 		}
 		if err := meta.Put(metaRev, revKey(0)); err != nil {
+			return err
+		}
+		if err := meta.Put(metaWALEpoch, revKey(epoch)); err != nil {
 			return err
 		}
 		return meta.Put(metaCompact, revKey(0))

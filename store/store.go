@@ -8,6 +8,10 @@
 // that created it and the one that last modified it, and the API server uses
 // the latter as resourceVersion.
 //
+// A write is durable once its group's record is in the write-ahead log
+// beside the bbolt file (<Path>.wal); the log is folded into the bbolt file
+// in checkpoints, so an idle cluster's lease renewals cost a page each.
+//
 // Interface is deliberately small so that an etcd backend
 // (go.etcd.io/etcd/client/v3) can implement it one to one.
 package store

@@ -169,10 +169,13 @@ func (w *watcher) run() {
 		if !inRing {
 			// Fell behind the ring: read the history on disk.
 			var err error
-			if buf, err = w.db.readHistory(w.next, min(last, w.next+chunk-1), w.prefix, buf); err != nil {
-				if errors.Is(err, ErrClosed) {
+			if buf, err = w.db.readHistory(w.ctx, w.next, min(last, w.next+chunk-1), w.prefix, buf); err != nil {
+				switch {
+				case w.ctx.Err() != nil:
+					// Canceled while the log was being checkpointed.
+				case errors.Is(err, ErrClosed):
 					w.fail(err)
-				} else {
+				default:
 					w.fail(fmt.Errorf("store: watch %q at revision %d: %w", w.prefix, w.next, err))
 					w.db.log.Info("store watcher ended", "prefix", w.prefix, "revision", w.next, "err", err)
 				}
@@ -215,12 +218,16 @@ func (w *watcher) run() {
 
 // readHistory appends the events under prefix of revisions from..to from
 // the on-disk history; ErrCompacted if from is no longer there.
-func (db *DB) readHistory(from, to int64, prefix string, buf []Event) ([]Event, error) {
+func (db *DB) readHistory(ctx context.Context, from, to int64, prefix string, buf []Event) ([]Event, error) {
+	if err := db.flush(ctx); err != nil {
+		return buf, err
+	}
 	err := db.view(func(tx *bolt.Tx) error {
 		compact, err := decodeRevKey(tx.Bucket(bucketMeta).Get(metaCompact))
 		if err != nil {
 			return err
 		}
+		compact = max(compact, db.compactRev.Load())
 		if from <= compact {
 			return fmt.Errorf("fell behind the retained history (compacted up to %d): %w", compact, ErrCompacted)
 		}
