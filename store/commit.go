@@ -371,6 +371,9 @@ func (db *DB) checkpoint() error {
 		return err
 	}
 	db.wal.reset(epoch)
+	if n := len(db.pending); n > 0 {
+		db.boltRev.Store(db.pending[n-1].KV.ModRevision)
+	}
 	db.ovMu.Lock()
 	clear(db.overlay)
 	db.ovMu.Unlock()
@@ -385,6 +388,8 @@ func (db *DB) checkpoint() error {
 	db.checkpoints.Add(1)
 	if d := time.Since(t0); d > time.Second {
 		db.log.Warn("store checkpoint slow", "duration", d)
+	} else {
+		db.log.Debug("store checkpoint", "revision", db.boltRev.Load(), "duration", d)
 	}
 	return nil
 }

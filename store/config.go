@@ -26,12 +26,13 @@ const (
 	// DefaultCheckpointInterval is how long writes may wait in the
 	// write-ahead log before they are folded into the bbolt file. An idle
 	// node's lease renewals (one every 10 s a node) then cost one page each
-	// in the log and one bbolt transaction every 5 minutes.
-	DefaultCheckpointInterval = 5 * time.Minute
+	// in the log and one bbolt transaction (some 100-140 KB of pages with
+	// the freelist and the history trim) every 10 minutes.
+	DefaultCheckpointInterval = 10 * time.Minute
 	// DefaultCheckpointBytes and DefaultCheckpointWrites bound the log (and
 	// the memory that holds its writes until they are in the bbolt file).
 	DefaultCheckpointBytes  = 4 << 20
-	DefaultCheckpointWrites = 4096
+	DefaultCheckpointWrites = 1024
 	// WatchChannelSize is the buffer of a Watcher's Events channel.
 	WatchChannelSize = 128
 )
@@ -87,6 +88,11 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.WatchCacheSize, DefaultWatchCacheSize)
 	setDefault(&c.OpenTimeout, DefaultOpenTimeout)
 	setDefault(&c.MaxBatch, DefaultMaxBatch)
+	if c.CheckpointWrites > c.WatchCacheSize-c.MaxBatch && c.WatchCacheSize > c.MaxBatch {
+		// Keep every write not yet checkpointed in the watch ring, so that
+		// a watcher behind the ring finds its events in the bbolt file.
+		c.CheckpointWrites = c.WatchCacheSize - c.MaxBatch
+	}
 	return c, nil
 }
 

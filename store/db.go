@@ -55,6 +55,8 @@ type DB struct {
 	// pendingN is pendingCount() as of the last commit, for readers
 	// deciding whether the bbolt file is current.
 	pendingN atomic.Int64
+	// boltRev is the revision the bbolt file holds.
+	boltRev atomic.Int64
 	// overlay holds the state of every key changed by a pending write (nil:
 	// deleted). The committer writes it under ovMu.Lock; Get reads it.
 	ovMu    sync.RWMutex
@@ -112,6 +114,7 @@ func Open(cfg Config, log *slog.Logger) (*DB, error) {
 		overlay:     make(map[string]*KeyValue),
 	}
 	db.compactRev.Store(st.compact)
+	db.boltRev.Store(st.rev)
 	go db.commitLoop()
 	log.Info("store opened", "path", cfg.Path, "revision", st.rev, "compacted", st.compact,
 		"history", cfg.HistorySize, "new", st.fresh)
