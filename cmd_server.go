@@ -41,6 +41,7 @@ func serverFlags() []cli.Flag {
 		&cli.Int64Flag{Name: "default-unreachable-toleration-seconds", Value: 300, EnvVars: envs("default-unreachable-toleration-seconds"), Usage: "tolerationSeconds of the unreachable NoExecute toleration every pod gets (how long pods of a lost node wait before they are replaced)"},
 		&cli.StringFlag{Name: "resolv-conf", Value: "/etc/resolv.conf", EnvVars: envs("resolv-conf"), Usage: "upstream resolvers of cluster DNS and of dnsPolicy Default pods"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: envs("log-level"), Usage: "debug, info, warn or error"},
+		&cli.BoolFlag{Name: "enable-pprof", EnvVars: envs("enable-pprof"), Usage: "serve Go profiles under /debug/pprof/ on the API port (administrators only)"},
 	}
 }
 
@@ -78,6 +79,7 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		TLSSANs:                      c.StringSlice("tls-san"),
 		Version:                      version,
 		DisableAgent:                 c.Bool("disable-agent"),
+		EnablePprof:                  c.Bool("enable-pprof"),
 		CgroupRoot:                   c.String("cgroup-root"),
 		ResolvConf:                   c.String("resolv-conf"),
 		NotReadyTolerationSeconds:    c.Int64("default-not-ready-toleration-seconds"),

@@ -3,6 +3,8 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,7 +47,26 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET "+tunnel.ControlPath, s.tunnel.ServeControl)
 	mux.HandleFunc("GET "+tunnel.DialBackPath, s.tunnel.ServeDialBack)
 	mux.Handle("/", s.api)
+	if s.cfg.EnablePprof {
+		mux.Handle("/debug/pprof/", adminOnly(&authenticator{pki: s.pki}, http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/cmdline", adminOnly(&authenticator{pki: s.pki}, http.HandlerFunc(pprof.Cmdline)))
+		mux.Handle("/debug/pprof/profile", adminOnly(&authenticator{pki: s.pki}, http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", adminOnly(&authenticator{pki: s.pki}, http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", adminOnly(&authenticator{pki: s.pki}, http.HandlerFunc(pprof.Trace)))
+	}
 	return mux
+}
+
+// adminOnly passes requests of members of system:masters to h and answers
+// everyone else 403.
+func adminOnly(a *authenticator, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, ok, err := a.Authenticate(r); err == nil && ok && slices.Contains(u.Groups, "system:masters") {
+			h.ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "forbidden: profiles are for cluster administrators", http.StatusForbidden)
+	})
 }
 
 // nodeIdentity is the node an agent's client certificate names.

@@ -58,7 +58,10 @@ type Config struct {
 	// ResolvConf lists the upstream resolvers of cluster DNS and of pods
 	// with dnsPolicy Default (default /etc/resolv.conf).
 	ResolvConf string
-	Version    string
+	// EnablePprof serves Go's profiles under /debug/pprof/ to cluster
+	// administrators (k3s's --enable-pprof).
+	EnablePprof bool
+	Version     string
 }
 
 // Validate checks the configuration before anything starts.

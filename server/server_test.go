@@ -91,6 +91,7 @@ func clientFor(t *testing.T, kubeconfig string) kubernetes.Interface {
 func TestServerEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(dir)
+	cfg.EnablePprof = true
 	srv, stop := start(t, cfg)
 	fi, err := os.Stat(cfg.WriteKubeconfig)
 	if err != nil || fi.Mode().Perm() != 0o600 {
@@ -110,7 +111,7 @@ func TestServerEndToEnd(t *testing.T) {
 	base := "https://127.0.0.1:" + strconv.Itoa(srv.Port())
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	// Anonymous callers get 401, except health, version and the CA.
-	for path, want := range map[string]int{"/api/v1/namespaces": 401, "/readyz": 200, "/version": 200, "/cacerts": 200} {
+	for path, want := range map[string]int{"/api/v1/namespaces": 401, "/readyz": 200, "/version": 200, "/cacerts": 200, "/debug/pprof/": 403} {
 		resp, err := insecure.Get(base + path)
 		if err != nil {
 			t.Fatal(err)
@@ -137,6 +138,18 @@ func TestServerEndToEnd(t *testing.T) {
 	if resp.StatusCode != 200 || len(cc.Cert) == 0 {
 		t.Fatalf("client cert: %d", resp.StatusCode)
 	}
+	// Profiles (--enable-pprof) are served to administrators: the token
+	// as a bearer token.
+	req, _ = http.NewRequest(http.MethodGet, base+"/debug/pprof/heap", nil)
+	req.Header.Set("Authorization", "Bearer "+string(bytes.TrimSpace(tok)))
+	resp, err = insecure.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("heap profile as administrator: %d", resp.StatusCode)
+	}
 	req, _ = http.NewRequest(http.MethodPost, base+"/v1-orch/client-cert", bytes.NewBufferString(`{"nodeName":"agent-1"}`))
 	req.SetBasicAuth("node", "wrong")
 	resp, err = insecure.Do(req)
@@ -151,12 +164,14 @@ func TestServerEndToEnd(t *testing.T) {
 	// Restart: same objects, same uid and resourceVersion; the database
 	// never held the Secret's plaintext.
 	stop()
-	db, err := os.ReadFile(filepath.Join(cfg.DataDir, "server", "db", "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(db, []byte("plaintext-marker")) {
-		t.Fatal("database file holds the Secret's plaintext")
+	for _, f := range []string{"state.db", "state.db.wal"} {
+		db, err := os.ReadFile(filepath.Join(cfg.DataDir, "server", "db", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(db, []byte("plaintext-marker")) {
+			t.Fatalf("database file %s holds the Secret's plaintext", f)
+		}
 	}
 	_, _ = start(t, cfg)
 	cs = clientFor(t, cfg.WriteKubeconfig)
