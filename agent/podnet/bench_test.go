@@ -107,7 +107,7 @@ func BenchmarkVXLANVersusUnderlay(b *testing.B) {
 // h0 and h1 and host-gw on h2 and h3, and the benchmark alternates 4 MiB
 // transfers over four open connections: host h0 to h1, pod to pod over
 // VXLAN, host h2 to h3, pod to pod over host-gw. host-gw crosses the same
-// pod veth, bridge, netfilter and forwarding hops as VXLAN without the
+// pod veths, netfilter and forwarding hops as VXLAN without the
 // encapsulation, so host-gw/host-% is the floor of the pod path's own cost
 // and vxlan/host-gw-% what the encapsulation takes on top. Each ratio is
 // against both host pairs' time pooled.

@@ -278,7 +278,8 @@ func TestVXLANCluster(t *testing.T) {
 		if err != nil {
 			t.Fatalf("nft list: %v: %s", err, out)
 		}
-		for _, want := range []string{"ip saddr 10.42.0.0/24 ip daddr 10.42.0.0/16 return", "masquerade"} {
+		for _, want := range []string{"ip saddr 10.42.0.0/24 ip daddr 10.42.0.0/16 return", "masquerade",
+			"ip daddr " + a.host.IP.String() + " udp dport 8472 notrack", "ip saddr " + a.host.IP.String() + " udp dport 8472 notrack"} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("masquerade table lacks %q:\n%s", want, out)
 			}
@@ -613,6 +614,24 @@ func TestIPLifecycle(t *testing.T) {
 		t.Error("eth0 left in a torn-down pod")
 	}
 	ph.Close()
+	// The torn-down and reconciled pods' routes went with their veths;
+	// the pod CIDR's unreachable route and the live pods' remain.
+	podRoutes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: podRouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live32 := 0
+	for _, r := range podRoutes {
+		if ones, _ := r.Dst.Mask.Size(); ones == 32 {
+			live32++
+			if r.Dst.IP.Equal(ips[9].Addr.Addr().AsSlice()) || r.Dst.IP.Equal(ips[0].Addr.Addr().AsSlice()) {
+				t.Errorf("route to a gone pod left: %v", r)
+			}
+		}
+	}
+	if live32 != count-8 {
+		t.Errorf("%d pod routes, want %d", live32, count-8)
+	}
 	allocs, _ = n.net.Allocations()
 	if len(allocs) != count-8 {
 		t.Errorf("%d allocations, want %d", len(allocs), count-8)
