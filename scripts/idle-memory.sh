@@ -13,6 +13,14 @@
 #      reads the agent's figures the same way.
 # It prints VmRSS, RssAnon, RssFile per run and the median of RUNS runs.
 #
+# BIN is copied into the run directory first: most of the RSS is the
+# binary's own pages (RssFile), and how many stay resident depends on the
+# page cache of the file — whether other processes (an e2e run of bin/orch)
+# keep touching the same pages, and the kernel's proactive reclaim of cold
+# pages (DAMON pageout on these VMs) — so each run gets a private copy that
+# only the measured processes use, and a rebuild of BIN mid-run changes
+# nothing.
+#
 # Everything a run creates is removed on exit, also on failure or ^C: the
 # orch processes, the namespaces (and with them the nftables tables and
 # links orch made inside), mounts under the run's directory, the cgroup
@@ -97,6 +105,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# private_bin copies BIN to a file only this run uses; sets $exe.
+private_bin() {
+	exe=$work/orch.$1
+	cp "$bin" "$exe"
+}
+
 lab_up() {
 	ip netns add "$id-sw"
 	ip -n "$id-sw" link add sw0 type bridge
@@ -117,7 +131,7 @@ lab_up() {
 start() {
 	local role=$1
 	shift
-	setsid nsenter --net="/run/netns/$id-$role" -- "$bin" "$@" >>"$work/$role.log" 2>&1 </dev/null &
+	setsid nsenter --net="/run/netns/$id-$role" -- "$exe" "$@" >>"$work/$role.log" 2>&1 </dev/null &
 	pid=$!
 	pids+=("$pid")
 }
@@ -140,6 +154,7 @@ one_run() {
 	local dir=$work/run$run
 	mkdir -p "$dir"
 	echo "nameserver $subnet.10" >"$dir/resolv.conf"
+	private_bin "$run"
 	lab_up
 	start srv server --disable-agent --data-dir "$dir/srv" --node-name srv \
 		--write-kubeconfig "$dir/admin.yaml" --resolv-conf "$dir/resolv.conf" \
@@ -164,7 +179,7 @@ one_run() {
 		local agt=$pid
 		t0=$SECONDS
 		sed "s|^\( *server: *\)https://.*|\1https://$subnet.10:6443|" "$dir/admin.yaml" >"$dir/client.yaml"
-		until nsenter --net="/run/netns/$id-srv" -- "$bin" kubectl --kubeconfig "$dir/client.yaml" \
+		until nsenter --net="/run/netns/$id-srv" -- "$exe" kubectl --kubeconfig "$dir/client.yaml" \
 			get node agt >"$work/kubectl.log" 2>&1; do
 			alive "$agt" "$work/agt.log"
 			[ $((SECONDS - t0)) -lt 60 ] || { echo "idle-memory.sh: agent not registered in 60 s" >&2; exit 1; }
@@ -176,6 +191,7 @@ one_run() {
 		cp "$work/agent.smaps" "$work/agent.smaps.$run"
 	fi
 	cleanup_run
+	rm -f "$exe"
 }
 
 mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
