@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/orch-dev/orch/internal/events"
 	"github.com/orch-dev/orch/runtime"
 )
 
@@ -85,7 +86,7 @@ func New(cfg Config, client kubernetes.Interface, deps Deps, log *slog.Logger) (
 	a := &Agent{cfg: cfg, client: client, rt: deps.Runtime, images: deps.Images, netFac: deps.Network,
 		log: log.With("component", "agent", "node", cfg.NodeName), workers: map[types.UID]*podWorker{},
 		backoff: backoff{base: cfg.BackoffBase, max: cfg.BackoffMax, reset: cfg.BackoffReset}}
-	a.broadcaster = record.NewBroadcaster()
+	a.broadcaster = events.NewBroadcaster()
 	a.recorder = a.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: cfg.NodeName})
 	a.podFactory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()

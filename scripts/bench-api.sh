@@ -9,7 +9,8 @@
 #   1. idle RSS (VmRSS/RssAnon) IDLE seconds (60) after start, and the time
 #      from start to /readyz 200;
 #   2. apibench create,list: COUNT (5000) pods from CLIENTS (32) clients,
-#      creates/s and p50/p99, three LISTs of all pods; RSS with the pods;
+#      creates/s and p50/p99, three LISTs of all pods; RSS with the pods,
+#      right after and 30 s later (the burst over);
 #   3. apibench delete; then two more create/delete cycles; RSS after the
 #      three cycles, and again 30 s later.
 # apibench is built from ../shared/tools/apibench into bin/apibench when
@@ -84,6 +85,8 @@ rss "idle (${idle}s)"
 bench() { in_ns "$apibench" --kubeconfig "$work/admin.yaml" --clients "$clients" --count "$count" "$@"; }
 bench --phases create,list | grep -E "create|list"
 rss "with $count pods"
+sleep 30
+rss "  30 s later"
 bench --phases delete --setup=false | grep -E "delete"
 for _ in 2 3; do
 	bench --phases create,delete --setup=false >/dev/null

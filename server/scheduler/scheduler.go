@@ -29,6 +29,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/orch-dev/orch/internal/events"
 )
 
 // DefaultSchedulerName is the spec.schedulerName this scheduler serves.
@@ -116,7 +118,7 @@ func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFact
 		now:      time.Now,
 	}
 	if s.recorder == nil {
-		s.broadcaster = record.NewBroadcaster()
+		s.broadcaster = events.NewBroadcaster()
 		s.recorder = s.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: cfg.SchedulerName})
 	}
 	podInf := f.Core().V1().Pods().Informer()

@@ -8,6 +8,8 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/orch-dev/orch/internal/events"
 )
 
 // Events is an event broadcaster writing core/v1 Events (the ones kubectl
@@ -20,7 +22,7 @@ type Events struct {
 
 // NewEvents makes a broadcaster and a recorder reporting as component.
 func NewEvents(client kubernetes.Interface, component string) *Events {
-	b := record.NewBroadcaster()
+	b := events.NewBroadcaster()
 	return &Events{b: b, client: client, Recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: component})}
 }
 
