@@ -95,6 +95,7 @@ cleanup_run() {
 }
 
 cleanup() {
+	trap '' PIPE
 	cleanup_run
 	if [ "${KEEP:-0}" = 1 ]; then
 		echo "run directory kept: $work" >&2
@@ -103,7 +104,8 @@ cleanup() {
 	fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# A closed output pipe or hangup ends the run through the same cleanup.
+trap 'exit 130' INT TERM HUP PIPE
 
 # private_bin copies BIN to a file only this run uses; sets $exe.
 private_bin() {
