@@ -190,11 +190,14 @@ func inNS(ns netns.NsHandle, fn func() error) error {
 // topo is the test network:
 //
 //	client ns   eth0 192.168.77.2/24 --- node ns tocli 192.168.77.1/24
-//	pod ns i    eth0 10.42.0.1i/24   --- node ns vpodi, port of bridge br0 10.42.0.1/24
+//	pod ns i    eth0 10.42.0.1i/32   --- node ns vpodi, route 10.42.0.1i/32
+//	                                     node ns lo 10.42.0.1/32 (the pods' gateway)
 //
-// like a node with three pods on its pod bridge (hairpin mode on the ports,
-// as pod networks set it). The node routes between them and has a route for
-// the service range 10.43.0.0/16 (as a node's default route would).
+// like a node with three pods on routed veths, as agent/podnet sets them up:
+// no bridge, each pod's default route via the gateway onlink, a pod reaching
+// itself through a Service routed back out of its own veth. The node routes
+// the service range 10.43.0.0/16 towards the client (as a node's default
+// route would).
 type topo struct {
 	node, client netns.NsHandle
 	pods         []netns.NsHandle
@@ -225,20 +228,18 @@ func newTopo(t testing.TB) *topo {
 	gw := func(h *netlink.Handle, via string) {
 		must(t, h.RouteAdd(&netlink.Route{Gw: net.ParseIP(via)}))
 	}
-	must(t, hn.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}))
-	br := up(hn, "br0", "10.42.0.1/24")
-	up(hn, "lo")
+	up(hn, "lo", "10.42.0.1/32")
 	for i, ip := range tp.podIPs {
 		pod, _ := newNetns(t, fmt.Sprintf("pod%d", i))
 		tp.pods = append(tp.pods, pod)
 		hp := mustHandle(t, pod)
 		port := fmt.Sprintf("vpod%d", i)
-		must(t, hn.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: port, MasterIndex: br.Attrs().Index}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pod))}))
+		must(t, hn.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: port}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pod))}))
 		l := up(hn, port)
-		must(t, hn.LinkSetHairpin(l, true))
+		must(t, hn.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.ParseIP(ip), Mask: net.CIDRMask(32, 32)}, LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK}))
 		up(hp, "lo")
-		up(hp, "eth0", ip+"/24")
-		gw(hp, "10.42.0.1")
+		eth := up(hp, "eth0", ip+"/32")
+		must(t, hp.RouteAdd(&netlink.Route{Gw: net.ParseIP("10.42.0.1"), LinkIndex: eth.Attrs().Index, Flags: int(netlink.FLAG_ONLINK)}))
 	}
 	must(t, hn.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "tocli"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(tp.client))}))
 	up(hn, "tocli", "192.168.77.1/24")
@@ -246,7 +247,7 @@ func newTopo(t testing.TB) *topo {
 	up(hc, "eth0", "192.168.77.2/24")
 	gw(hc, "192.168.77.1")
 	_, svcNet, _ := net.ParseCIDR("10.43.0.0/16")
-	must(t, hn.RouteAdd(&netlink.Route{Dst: svcNet, LinkIndex: br.Attrs().Index}))
+	must(t, hn.RouteAdd(&netlink.Route{Dst: svcNet, Gw: net.ParseIP("192.168.77.2")}))
 	// Forwarding inside the node namespace only (sysctls under /proc/sys/net
 	// belong to the opener's network namespace).
 	must(t, inNS(tp.node, func() error {

@@ -153,8 +153,8 @@ func (e neighEntry) String() string {
 }
 
 // Uninstall removes everything Init, SetPeers and Setup put in the node
-// namespace outside the pods: peer routes, the pods' routes and the pod
-// CIDR's unreachable route, the VXLAN device, a legacy bridge and the
+// namespace outside the pods: peer routes, the pods' routes, the pod
+// CIDR's unreachable route and gateway address, the VXLAN device, a legacy bridge and the
 // masquerade table. The pods' veths stay (they go with the pods), without
 // routes; address allocations stay on disk. For `orch agent` uninstall and
 // tests.
@@ -179,7 +179,7 @@ func (n *Network) Uninstall() error {
 			errs = append(errs, fmt.Errorf("delete route to %s: %w", r.Dst, err))
 		}
 	}
-	errs = append(errs, n.deleteLink(n.cfg.VXLANDevice), n.deleteLink(n.cfg.Bridge), n.deleteMasquerade())
+	errs = append(errs, n.removeGatewayAddr(), n.deleteLink(n.cfg.VXLANDevice), n.deleteLink(n.cfg.Bridge), n.deleteMasquerade())
 	n.inited, n.bridge = false, 0
 	return errors.Join(errs...)
 }

@@ -354,6 +354,17 @@ func TestVXLANCluster(t *testing.T) {
 			}
 		}
 	})
+	t.Run("the gateway is the node", func(t *testing.T) {
+		// Pods reach their node at the gateway; the node's own traffic
+		// to its pods comes from it.
+		gw := pa.ip.Gateway
+		if src := echoTCP(t, pa.ns, a.host.NS, gw); src != ip(pa) {
+			t.Errorf("node saw pod at %s, want %s", src, ip(pa))
+		}
+		if src := echoTCP(t, a.host.NS, pa2.ns, ip(pa2)); src != gw {
+			t.Errorf("pod saw its node as %s, want the gateway %s", src, gw)
+		}
+	})
 	t.Run("free pod CIDR addresses are unreachable", func(t *testing.T) {
 		noTCP(t, pa.ns, netip.MustParseAddr("10.42.0.200"))
 		noTCP(t, pb.ns, netip.MustParseAddr("10.42.0.200"))
@@ -714,6 +725,10 @@ func TestUninstall(t *testing.T) {
 	if err != nil || strings.Contains(string(out), DefaultTable) {
 		t.Errorf("table left after Uninstall (%v): %s", err, out)
 	}
+	out, err = n.host.Command(context.Background(), "ip", "-4", "addr", "show", "dev", "lo").CombinedOutput()
+	if err != nil || strings.Contains(string(out), gatewayLabel) {
+		t.Errorf("gateway left on lo after Uninstall (%v): %s", err, out)
+	}
 	if err := n.net.Uninstall(); err != nil {
 		t.Errorf("second Uninstall: %v", err)
 	}
@@ -878,6 +893,7 @@ func TestUpgradeFromBridge(t *testing.T) {
 			echoTCP(t, a.host.NS, p.ns, ip(p))
 			echoTCP(t, b.host.NS, p.ns, ip(p))
 			echoTCP(t, p.ns, a.host.NS, a.host.IP)
+			echoTCP(t, p.ns, a.host.NS, gatewayOf(a.cfg.PodCIDR))
 			echoUDP(t, p.ns, pb.ns, ip(pb))
 			if src := echoTCP(t, p.ns, l.Client.NS, lab.ClientIP); src != a.host.IP {
 				t.Errorf("client saw %s as %s, want node IP %s", p.ns.Name, src, a.host.IP)

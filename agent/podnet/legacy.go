@@ -1,12 +1,8 @@
 package podnet
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // Nodes set up before pods were routed kept them on a bridge (Config.Bridge,
@@ -113,55 +109,4 @@ func (n *Network) dropEmptyLegacyBridge() {
 		n.bridge = 0
 		n.log.Info("removed the legacy pod bridge: its last pod left", "bridge", n.cfg.Bridge)
 	}
-}
-
-// podCIDRRoute is `unreachable <pod CIDR> metric unreachableMetric`: the
-// pod CIDR's addresses that no pod holds (its gateway included) are
-// answered with ICMP unreachable instead of following the node's default
-// route out of the node.
-func (n *Network) podCIDRRoute(cidr netip.Prefix) *netlink.Route {
-	return &netlink.Route{Dst: prefixNet(cidr), Type: unix.RTN_UNREACHABLE, Priority: unreachableMetric,
-		Protocol: podRouteProtocol, Table: unix.RT_TABLE_MAIN}
-}
-
-// ensurePodCIDRRoute installs the pod CIDR's unreachable route and removes
-// those of pod CIDRs from an earlier life of the node.
-func (n *Network) ensurePodCIDRRoute() error {
-	stale, err := n.podCIDRRoutes()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, p := range stale {
-		if p == n.cfg.PodCIDR {
-			continue
-		}
-		if err := n.nh.RouteDel(n.podCIDRRoute(p)); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("delete stale route to %s: %w", p, err))
-		}
-	}
-	if err := n.nh.RouteReplace(n.podCIDRRoute(n.cfg.PodCIDR)); err != nil {
-		errs = append(errs, fmt.Errorf("unreachable route to %s: %w", n.cfg.PodCIDR, err))
-	}
-	return errors.Join(errs...)
-}
-
-// podCIDRRoutes lists the destinations of the unreachable routes tagged
-// with podRouteProtocol.
-func (n *Network) podCIDRRoutes() ([]netip.Prefix, error) {
-	rs, err := n.nh.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: podRouteProtocol, Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
-	}
-	var out []netip.Prefix
-	for _, r := range rs {
-		if r.Type != unix.RTN_UNREACHABLE || r.Dst == nil {
-			continue
-		}
-		ones, _ := r.Dst.Mask.Size()
-		ip, _ := netip.AddrFromSlice(r.Dst.IP)
-		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
-	}
-	return out, nil
 }

@@ -49,8 +49,7 @@ type PodIP struct {
 	Addr netip.Prefix
 	// Gateway is the default route's next hop: the first address of the
 	// pod CIDR, which the pod resolves to its host veth by a permanent
-	// neighbour entry. No interface of the node holds it (unless a legacy
-	// bridge does), so it is a next hop, not a service address.
+	// neighbour entry. The node holds it on lo (gateway.go).
 	Gateway netip.Addr
 }
 
@@ -133,8 +132,8 @@ func stableMAC(what, name string) net.HardwareAddr {
 	return mac
 }
 
-// Init sets up the node: forwarding sysctls, the unreachable route that
-// covers the pod CIDR's free addresses, the VXLAN device (vxlan backend;
+// Init sets up the node: forwarding sysctls, the gateway address and the
+// unreachable route that covers the pod CIDR's free addresses (gateway.go), the VXLAN device (vxlan backend;
 // removed otherwise) and the masquerade table, and keeps a legacy bridge
 // only while pods are still plugged into it. It is idempotent and keeps
 // running pods connected, so the agent calls it at every start.
@@ -160,6 +159,9 @@ func (n *Network) Init(ctx context.Context) error {
 	}
 	br, err := n.adoptLegacyBridge(mtu)
 	if err != nil {
+		return err
+	}
+	if err := n.ensureGatewayAddr(); err != nil {
 		return err
 	}
 	if err := n.ensurePodCIDRRoute(); err != nil {
