@@ -12,8 +12,11 @@ PKGS    := ./...
 
 all: build
 
+# urfave_cli_no_docs: leaves out urfave/cli's man page and markdown
+# generators (go-md2man, blackfriday), which orch never calls but whose
+# package initialisation every orch process paid for.
 build: internal/kubectl/kubectl.gz runtime/internal/initbin/orch-init.gz
-	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS) orch_kubectl orch_init' -ldflags '$(LDFLAGS)' -o bin/orch .
+	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS) orch_kubectl orch_init urfave_cli_no_docs' -ldflags '$(LDFLAGS)' -o bin/orch .
 
 # The containers' init: a small binary that links only libcontainer, run in
 # place of orch for every container start and exec (runtime/initexec.c).
@@ -69,7 +72,7 @@ clean:
 # amd64 internal/kubectl/kubectl.gz stays as it is).
 ARM64_CC        ?= aarch64-linux-gnu-gcc
 ARM64_PKGCONFIG ?= /usr/lib/aarch64-linux-gnu/pkgconfig
-ARM64_TAGS      := $(TAGS) orch_kubectl orch_init osusergo netgo
+ARM64_TAGS      := $(TAGS) orch_kubectl orch_init urfave_cli_no_docs osusergo netgo
 ARM64_LDFLAGS   := $(LDFLAGS) -extldflags '-static'
 
 .PHONY: arm64
