@@ -83,11 +83,10 @@ cleanup_run() {
 		kill -9 "$p" 2>/dev/null
 	done
 	pids=()
-	for ns in $(ls /run/netns 2>/dev/null | grep "^$id-"); do
-		local in
-		in=$(ip netns pids "$ns" 2>/dev/null)
-		[ -z "$in" ] || kill -9 $in 2>/dev/null
-		ip netns del "$ns" 2>/dev/null
+	for f in /run/netns/"$id"-*; do
+		[ -e "$f" ] || continue
+		ip netns pids "${f##*/}" 2>/dev/null | xargs -r kill -9 2>/dev/null
+		ip netns del "${f##*/}" 2>/dev/null
 	done
 	unmount_under "$work"
 	remove_cgroup "$id-agt"
