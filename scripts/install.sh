@@ -291,6 +291,11 @@ if command -v ip >/dev/null 2>&1; then
     for l in orch0 orch.1 orch-dns; do
         ip link show "$l" >/dev/null 2>&1 && ip link delete "$l"
     done
+    # Routed pods: the pods' gateway on lo and orch's routes (protocols
+    # 0x6f peers, 0x70 pods and the pod CIDR's unreachable route).
+    ip -4 addr flush dev lo label lo:orch 2>/dev/null
+    ip -4 route flush proto 111 2>/dev/null
+    ip -4 route flush proto 112 2>/dev/null
 fi
 
 # orch's nftables tables only: never the ruleset, never another's table.

@@ -499,6 +499,10 @@ ip link set vethedge1 master orch0
 ip link add orch-dns type dummy 2>/dev/null || ip link add orch-dns type bridge # no dummy module on some kernels
 ip link add orch.1 type vxlan id 1 dstport 8472
 ip link add keep0 type bridge
+ip link set lo up
+ip addr add 10.42.0.1/32 dev lo label lo:orch
+ip route add unreachable 10.42.0.0/24 proto 112 metric 1048576
+ip route add unreachable 10.99.0.0/24 proto static
 nft add table ip orch-net
 nft add table ip orch-proxy
 nft add table inet keepme
@@ -518,6 +522,8 @@ echo "rc=$?"
 sleep 0.2
 echo "--links"; ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1
 echo "--tables"; nft list tables
+echo "--lo"; ip -4 -o addr show dev lo | awk '{print $4}'
+echo "--routes"; ip -4 route show type unreachable | awk '{print $2}'
 echo "--mounts"; awk -v r="$ROOT" 'index($2, r) == 1 {print $2}' /proc/self/mounts
 echo "--alive"
 for p in $OPID $CPID; do
@@ -549,6 +555,12 @@ echo "--end"
 	}
 	if !strings.Contains(links, "keep0") {
 		t.Errorf("uninstall removed a link that is not orch's: %s", links)
+	}
+	if lo := strings.Join(section("lo"), " "); lo != "127.0.0.1/8" {
+		t.Errorf("lo addresses after uninstall: %s, want only 127.0.0.1/8", lo)
+	}
+	if routes := strings.Join(section("routes"), " "); routes != "10.99.0.0/24" {
+		t.Errorf("unreachable routes after uninstall: %s, want only the one that is not orch's", routes)
 	}
 	tables := strings.Join(section("tables"), " ")
 	if strings.Contains(tables, "orch") || !strings.Contains(tables, "keepme") {
