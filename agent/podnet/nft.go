@@ -37,8 +37,10 @@ import (
 // tunnel's datagrams (node IP to node IP, never NATed, no replies) would
 // otherwise cost a second conntrack lookup per packet on each node
 // (BenchmarkVXLANVersusUnderlay: pod/host 82 % -> 85 %). A firewall on the
-// node must accept UDP to the VXLAN port by port, as for flannel; with
-// conntrack the first datagram of each direction was new anyway.
+// node must accept UDP to the VXLAN port by port, not by conntrack state:
+// the datagrams are in state untracked, so a rule that accepts only
+// `ct state new` to the port drops them (firewalld's port rules accept
+// `ct state { new, untracked }`, ufw's match no state).
 //
 // The table is replaced in one atomic batch (add, delete, add), so Init is
 // idempotent and never leaves a window without the rules. No other table
