@@ -35,7 +35,7 @@ type podnetNetwork struct {
 	log *slog.Logger
 }
 
-// PodnetFactory makes the node's podnet network (bridge, veths, VXLAN)
+// PodnetFactory makes the node's podnet network (routed veths, VXLAN)
 // once the pod CIDR is known; base carries everything but PodCIDR.
 func PodnetFactory(base podnet.Config, log *slog.Logger) NetworkFactory {
 	return func(ctx context.Context, podCIDR netip.Prefix) (Network, error) {
