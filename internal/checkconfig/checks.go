@@ -194,7 +194,7 @@ func (c *checker) network() []Result {
 		required          bool
 	}{
 		{"veth", "VETH", "build the kernel with CONFIG_VETH (pod network interfaces)", true},
-		{"bridge", "BRIDGE", "build the kernel with CONFIG_BRIDGE (the node's pod bridge orch0)", true},
+		{"bridge", "BRIDGE", "build the kernel with CONFIG_BRIDGE (only to upgrade a node whose pods are still on the bridge orch0 of orch before routed pod veths)", false},
 		{"vxlan", "VXLAN", "build the kernel with CONFIG_VXLAN, or run every node with the host-gw backend (pods on other nodes are unreachable otherwise)", false},
 	} {
 		name := l.kind + " links"
@@ -211,20 +211,7 @@ func (c *checker) network() []Result {
 		}
 		out = append(out, c.fromConfig("network", name, l.required, l.fix, l.option))
 	}
-	// bridge-nf-call-iptables makes Service DNAT apply between pods on the
-	// same bridge; orch masquerades hairpin traffic without it.
-	bnf := Result{Group: "network", Name: "br_netfilter"}
-	if _, err := os.Stat(c.path("/proc/sys/net/bridge/bridge-nf-call-iptables")); err == nil {
-		bnf.Status, bnf.Detail = Pass, "loaded"
-	} else if v := c.configured("BRIDGE_NETFILTER"); v == "m" {
-		bnf.Status, bnf.Detail = Pass, "module, not loaded yet (the service runs modprobe br_netfilter)"
-	} else if v == "y" {
-		bnf.Status, bnf.Detail = Pass, "built in"
-	} else {
-		bnf.Status, bnf.Detail = Warn, "not available: pod-to-Service traffic between pods of one node relies on hairpin masquerade"
-		bnf.Fix = "modprobe br_netfilter, or build the kernel with CONFIG_BRIDGE_NETFILTER"
-	}
-	return append(out, bnf)
+	return out
 }
 
 // nftFeatures are what orch's rules use, the probe name, and the kernel
