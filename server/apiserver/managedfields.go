@@ -20,7 +20,8 @@ import (
 // tracks (stripMeta). The result is what managedfields.FieldManager's
 // UpdateNoErrors writes for the same create (managedfields_test.go checks
 // that), at a fraction of the cost: the empty object is typed once per kind,
-// and the new object is walked once, by the comparison.
+// and the new object is walked once, by createWalk (the typed comparison
+// with the empty object, which it reproduces, where it cannot).
 type createFields struct {
 	conv interface {
 		ObjectToTyped(runtime.Object, ...typed.ValidationOptions) (*typed.TypedValue, error)
@@ -92,13 +93,19 @@ func (c *createFields) set(k *kind, obj runtime.Object, m metav1.Object, manager
 	if err != nil {
 		return false, fmt.Errorf("reflect %s: %w", k.gvk.Kind, err)
 	}
-	// The comparison validates what it walks; the object was decoded into
-	// its Go type, so it conforms to the schema by construction.
-	cmp, err := empty.Compare(typed.AsTypedUnvalidated(v, empty.Schema(), empty.TypeRef()))
+	cw := createWalk{schema: empty.Schema(), alloc: value.HeapAllocator}
+	fs, err := cw.fields(empty.TypeRef(), empty.AsValue(), v)
 	if err != nil {
-		return false, fmt.Errorf("managed fields of %s: %w", k.gvk.Kind, err)
+		// A shape the walk leaves to the full comparison. The comparison
+		// validates what it walks; the object was decoded into its Go
+		// type, so it conforms to the schema by construction.
+		cmp, err := empty.Compare(typed.AsTypedUnvalidated(v, empty.Schema(), empty.TypeRef()))
+		if err != nil {
+			return false, fmt.Errorf("managed fields of %s: %w", k.gvk.Kind, err)
+		}
+		fs = cmp.Modified.Union(cmp.Added).Difference(cmp.Removed)
 	}
-	fs := cmp.Modified.Union(cmp.Added).Difference(cmp.Removed).Difference(c.stripped)
+	fs = fs.Difference(c.stripped)
 	if fs.Empty() {
 		return true, nil
 	}
