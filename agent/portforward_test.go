@@ -449,8 +449,13 @@ func TestNodeAPIPortForward(t *testing.T) {
 	h := newHarness(t, nil)
 	h.createPod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pf"},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c",
-			Command: sh("mkdir -p /www && echo pod-says-hi > /www/index.html && exec httpd -f -h /www -p 127.0.0.1:8080")}}}})
-	h.waitPod("default", "pf", 30*time.Second, "Running", podRunningReady)
+			Command: sh("mkdir -p /www && echo pod-says-hi > /www/index.html && exec httpd -f -h /www -p 127.0.0.1:8080"),
+			// Ready once httpd listens: a forwarded connection refused by
+			// the pod ends client-go's port-forward.
+			ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{
+				Exec: &corev1.ExecAction{Command: []string{"wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/index.html"}}}},
+		}}}})
+	h.waitPod("default", "pf", 30*time.Second, "Running and ready", podRunningReady)
 	srv := httptest.NewServer(h.agent.NodeAPI())
 	defer srv.Close()
 	u, _ := url.Parse(srv.URL + "/portForward/default/pf")
