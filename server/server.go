@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -118,6 +119,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	start := time.Now()
+	restoreGC := startupGC()
+	defer restoreGC()
 	if len(s.cfg.NodeIPs) == 0 {
 		// As k3s: without --node-ip the machine's first global address is
 		// the node IP, in the serving certificate, advertised to agents and
@@ -228,11 +231,30 @@ func (s *Server) Run(ctx context.Context) error {
 	s.ready.Store(true)
 	// Start-up parses schemas and certificates into garbage: hand the
 	// freed pages back now rather than when the scavenger gets to them.
+	restoreGC()
 	debug.FreeOSMemory()
 	s.log.Info("orch server ready", "address", ln.Addr().String(), "took", time.Since(start).Round(time.Millisecond),
 		"kubeconfig", cfg.WriteKubeconfig)
 	g.Go(func() error { return s.runComponents(ctx) })
 	return g.Wait()
+}
+
+// startupGCPercent is the GOGC of a server starting up.
+const startupGCPercent = 50
+
+// startupGC collects at startupGCPercent until the server serves (unless GOGC
+// is set in the environment) and returns the function that restores the
+// setting. Start-up allocates tens of MB of short-lived garbage (the managed
+// fields schema alone, 22 MB to keep 0.9 MB) among the objects the server
+// keeps; a smaller heap goal there leaves a smaller, less fragmented heap
+// for the server's idle life.
+func startupGC() func() {
+	if _, set := os.LookupEnv("GOGC"); set {
+		return func() {}
+	}
+	prev := debug.SetGCPercent(startupGCPercent)
+	var once sync.Once
+	return func() { once.Do(func() { debug.SetGCPercent(prev) }) }
 }
 
 // Port is the port the API server listens on, once it does.
