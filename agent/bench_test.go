@@ -248,8 +248,12 @@ func procStatus(pid int) map[string]int64 {
 	return out
 }
 
-func ioWriteBytes() int64 {
-	b, err := os.ReadFile("/proc/self/io")
+func ioWriteBytes() int64 { return procWriteBytes("self") }
+
+// procWriteBytes is write_bytes of /proc/<pid>/io: what the process sent
+// to the block layer.
+func procWriteBytes(pid string) int64 {
+	b, err := os.ReadFile("/proc/" + pid + "/io")
 	if err != nil {
 		return -1
 	}
@@ -303,8 +307,8 @@ func runChildAgent() int {
 // BenchmarkIdleNode runs an agent as its own process (default timings:
 // lease every 10s, status every 10s, reported at most every 5m) against
 // this process's API server and store, lets it settle, then reports the
-// agent's memory and the bytes this (server) process writes to disk per
-// minute while the node is idle. ORCHTEST_IDLE_WINDOW sets the window
+// agent's memory and the bytes this (server) process and the agent write
+// to disk per minute while the node is idle. ORCHTEST_IDLE_WINDOW sets the window
 // (default 60s).
 func BenchmarkIdleNode(b *testing.B) {
 	for range b.N {
@@ -359,13 +363,15 @@ func BenchmarkIdleNode(b *testing.B) {
 		}
 		time.Sleep(time.Second) // the watches' initial events
 		writes.Store(0)
-		w0 := ioWriteBytes()
+		child := strconv.Itoa(cmd.Process.Pid)
+		w0, a0 := ioWriteBytes(), procWriteBytes(child)
 		time.Sleep(window)
-		w1 := ioWriteBytes()
+		w1, a1 := ioWriteBytes(), procWriteBytes(child)
 		n := writes.Load()
 		wcancel()
 		st := procStatus(cmd.Process.Pid)
 		b.ReportMetric(float64(w1-w0)/window.Minutes()/1024, "server-disk-kB/min")
+		b.ReportMetric(float64(a1-a0)/window.Minutes()/1024, "agent-disk-kB/min")
 		b.ReportMetric(float64(n)/window.Minutes(), "api-writes/min")
 		b.ReportMetric(float64(st["RssAnon"])/(1<<20), "agent-anon-MB")
 		b.ReportMetric(float64(st["VmRSS"])/(1<<20), "agent-rss-MB")
