@@ -571,3 +571,35 @@ func TestNodeAPIAttach(t *testing.T) {
 	// stdinOnce: the end of the session closed its stdin, so it completes.
 	h.waitPod("default", "att", 20*time.Second, "Succeeded", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
 }
+
+// TestPreviousLogsWhileRestarting: `logs --previous` of a container that
+// restarts all the time answers the previous instance's output or an
+// error, never an empty log (it once got the container being removed as
+// the previous one, and answered 200 with nothing).
+func TestPreviousLogsWhileRestarting(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.BackoffBase, c.BackoffMax = 100*time.Millisecond, 200*time.Millisecond })
+	h.createPod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "crash"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Command: sh("echo boom; exit 3")}}}})
+	srv := httptest.NewServer(h.agent.NodeAPI())
+	defer srv.Close()
+	deadline := time.Now().Add(6 * time.Second)
+	ok := 0
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(srv.URL + "/containerLogs/default/crash/c?previous=true")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			if string(b) != "boom\n" {
+				t.Fatalf("logs --previous answered 200 with %q", b)
+			}
+			ok++
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if ok == 0 {
+		t.Fatal("logs --previous never answered")
+	}
+}

@@ -140,7 +140,6 @@ func (a *Agent) serveLogs(w http.ResponseWriter, r *http.Request, ns, name, cont
 		http.Error(w, msg, http.StatusBadRequest)
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain")
 	var out interface {
 		Write([]byte) (int, error)
 	} = flushWriter{w}
@@ -152,9 +151,36 @@ func (a *Agent) serveLogs(w http.ResponseWriter, r *http.Request, ns, name, cont
 		}
 		out = &limitWriter{w: w, n: n}
 	}
-	if err := a.rt.Logs(r.Context(), id, opts, out); err != nil && !errors.Is(err, errLimit) && r.Context().Err() == nil {
+	w.Header().Set("Content-Type", "text/plain")
+	cw := &countWriter{w: out}
+	err = a.rt.Logs(r.Context(), id, opts, cw)
+	switch {
+	case err == nil, errors.Is(err, errLimit), r.Context().Err() != nil:
+	case cw.n == 0:
+		// Nothing sent yet: the client gets the error, not an empty log
+		// (the container was removed since it was looked up, say).
+		code := http.StatusInternalServerError
+		if errors.Is(err, runtime.ErrNotFound) {
+			code = http.StatusNotFound
+		}
+		http.Error(w, fmt.Sprintf("logs of container %q in pod %q: %v", container, name, err), code)
+	default:
 		a.log.Warn("serve container logs", "pod", ns+"/"+name, "container", container, "err", err)
 	}
+}
+
+// countWriter counts what reaches w.
+type countWriter struct {
+	w interface {
+		Write([]byte) (int, error)
+	}
+	n int64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }
 
 type flushWriter struct{ w http.ResponseWriter }

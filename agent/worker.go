@@ -698,19 +698,22 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *core
 		w.a.recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return err
 	}
-	// The new container replaces the current one; keep one previous.
-	if rec.lastID != "" {
-		_ = w.a.rt.RemoveContainer(rec.lastID)
-		_ = os.Remove(w.terminationPath(c.Name, attempt-2))
-	}
+	// The new container replaces the current one; keep one previous. The
+	// record moves on first, so that no reader (logs --previous) is handed
+	// the container being removed.
 	w.mu.Lock()
 	if rec.probeStop != nil {
 		rec.probeStop()
 		rec.probeStop = nil
 	}
+	dropped := rec.lastID
 	rec.lastID, rec.id, rec.attempt, rec.imageID = rec.id, id, attempt, imageID(img)
 	rec.ready, rec.started, rec.livenessFailed = false, false, false
 	w.mu.Unlock()
+	if dropped != "" {
+		_ = w.a.rt.RemoveContainer(dropped)
+		_ = os.Remove(w.terminationPath(c.Name, attempt-2))
+	}
 	w.a.recorder.Eventf(pod, corev1.EventTypeNormal, "Created", "Created container: %s", c.Name)
 	t = w.a.step(pod, "container: created", t)
 	err = w.a.rt.StartContainer(id)

@@ -348,9 +348,10 @@ spec:
 		if len(ts) < 3 || ts[2].Sub(ts[1]) <= ts[1].Sub(ts[0]) {
 			c.t.Errorf("back-off does not grow: gaps %v", gaps)
 		}
-		// Seen once (1 run in ~15): an empty answer with exit 0 right after
-		// the third restart; the cause is not found yet, so an empty answer
-		// is logged and asked again for a few seconds.
+		// A restart between the agent's lookup of the previous container
+		// and its read can answer an error (it used to answer an empty
+		// log with 200: agent TestPreviousLogsWhileRestarting); each such
+		// answer is logged and asked again for a few seconds.
 		tries := 0
 		c.eventually(10*time.Second, "kubectl logs --previous crash shows its output", func() error {
 			tries++
