@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	jsonserializer "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/util/managedfields"
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/applyconfigurations"
@@ -94,6 +95,9 @@ type Server struct {
 	st       store.Store
 	typeConv managedfields.TypeConverter
 	created  *createFields
+	// decoders are the JSON and YAML request body decoders, indexed by
+	// bodyDecoder.
+	decoders [4]runtime.Decoder
 	alloc    *allocator
 	started  time.Time
 
@@ -132,6 +136,10 @@ func New(cfg Config, st store.Store, enc Transformer, auth Authenticator, log *s
 	s.objs = newObjects(st, scheme, enc)
 	s.typeConv = applyconfigurations.NewTypeConverter(scheme)
 	s.created = newCreateFields(s.typeConv)
+	for i := range s.decoders {
+		s.decoders[i] = jsonserializer.NewSerializerWithOptions(jsonserializer.DefaultMetaFactory, scheme, scheme,
+			jsonserializer.SerializerOptions{Yaml: i&1 != 0, Strict: i&2 != 0})
+	}
 	s.alloc = newAllocator(st, cfg.ServiceCIDR, cfg.NodePortMin, cfg.NodePortMax)
 	s.discovery = newDiscovery(s.reg)
 	if s.cfg.OpenAPI == nil {

@@ -263,6 +263,10 @@ func validateProtocol(proto corev1.Protocol, p *field.Path) field.ErrorList {
 // running pod: container images, activeDeadlineSeconds, added tolerations
 // and scheduling gates.
 func validatePodSpecUpdate(s, old *corev1.PodSpec) field.ErrorList {
+	if apiequality.Semantic.DeepEqual(s, old) {
+		// Unchanged (a status write): nothing to forbid, no copies.
+		return nil
+	}
 	a, b := s.DeepCopy(), old.DeepCopy()
 	for i := range a.Containers {
 		if i < len(b.Containers) {

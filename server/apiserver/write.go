@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	jsonserializer "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -117,8 +116,7 @@ func (s *Server) decodeBody(r *http.Request, body []byte, sv *served, gvk schema
 	var dec runtime.Decoder
 	switch mt {
 	case "application/json", "application/yaml":
-		dec = jsonserializer.NewSerializerWithOptions(jsonserializer.DefaultMetaFactory, s.scheme, s.scheme,
-			jsonserializer.SerializerOptions{Yaml: mt == "application/yaml", Strict: o.fieldValidation != "Ignore"})
+		dec = s.decoders[bodyDecoder(mt == "application/yaml", o.fieldValidation != "Ignore")]
 	case "application/vnd.kubernetes.protobuf":
 		dec = s.objs.proto
 	default:
@@ -145,6 +143,19 @@ func (s *Server) decodeBody(r *http.Request, body []byte, sv *served, gvk schema
 	}
 	obj.GetObjectKind().SetGroupVersionKind(gvk)
 	return obj, nil
+}
+
+// bodyDecoder is the index in Server.decoders of the JSON (or YAML)
+// decoder, strict or not. The decoders hold no state of a request.
+func bodyDecoder(yaml, strict bool) int {
+	i := 0
+	if yaml {
+		i |= 1
+	}
+	if strict {
+		i |= 2
+	}
+	return i
 }
 
 func strictErrors(err error) []string {
