@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -151,7 +152,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	p, err := pki.Load(cfg.DataDir, pki.Options{
 		NodeName: cfg.NodeName, NodeIPs: nodeIPs, AdvertiseIP: adv, ServiceIP: firstIP.AsSlice(),
-		ExtraSANs: cfg.TLSSANs, Token: cfg.Token,
+		ExtraSANs: append(slices.Clip(cfg.TLSSANs), bindSANs(cfg.BindAddress)...), Token: cfg.Token,
 	}, s.log.With("component", "pki"))
 	if err != nil {
 		return err
@@ -223,7 +224,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	if cfg.WriteKubeconfig != "" {
-		url := "https://127.0.0.1:" + strconv.Itoa(port)
+		url := "https://" + net.JoinHostPort(kubeconfigHost(cfg.BindAddress), strconv.Itoa(port))
 		if err := p.WriteAdminKubeconfig(cfg.WriteKubeconfig, cfg.WriteKubeconfigMode, url); err != nil {
 			return fmt.Errorf("write kubeconfig: %w", err)
 		}
@@ -274,6 +275,23 @@ func (s *Server) LocalConfig() *rest.Config {
 			return apiserver.WithUser(ctx, admin)
 		}},
 	}
+}
+
+// kubeconfigHost is the address the admin kubeconfig points at: loopback,
+// unless the server listens on one specific address only (--bind-address).
+func kubeconfigHost(bind netip.Addr) string {
+	if bind.IsValid() && !bind.IsUnspecified() {
+		return bind.String()
+	}
+	return "127.0.0.1"
+}
+
+// bindSANs puts a specific --bind-address into the serving certificate.
+func bindSANs(bind netip.Addr) []string {
+	if bind.IsValid() && !bind.IsUnspecified() && !bind.IsLoopback() {
+		return []string{bind.String()}
+	}
+	return nil
 }
 
 func bindHost(a netip.Addr) string {

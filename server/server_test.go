@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -198,6 +199,31 @@ func TestConfigValidation(t *testing.T) {
 		mutate(&c)
 		if _, err := New(c, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestKubeconfigHostAndBindSANs(t *testing.T) {
+	for _, c := range []struct {
+		bind, host string
+		sans       []string
+	}{
+		{"", "127.0.0.1", nil},
+		{"0.0.0.0", "127.0.0.1", nil},
+		{"::", "127.0.0.1", nil},
+		{"127.0.0.1", "127.0.0.1", nil},
+		{"192.0.2.7", "192.0.2.7", []string{"192.0.2.7"}},
+		{"2001:db8::7", "2001:db8::7", []string{"2001:db8::7"}},
+	} {
+		var a netip.Addr
+		if c.bind != "" {
+			a = netip.MustParseAddr(c.bind)
+		}
+		if h := kubeconfigHost(a); h != c.host {
+			t.Errorf("bind %q: kubeconfig host %q, want %q", c.bind, h, c.host)
+		}
+		if s := bindSANs(a); !slices.Equal(s, c.sans) {
+			t.Errorf("bind %q: SANs %v, want %v", c.bind, s, c.sans)
 		}
 	}
 }
