@@ -13,8 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	utiljson "k8s.io/apimachinery/pkg/util/json"
-	"k8s.io/apimachinery/pkg/util/mergepatch"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"sigs.k8s.io/yaml"
 )
@@ -81,24 +79,19 @@ func (s *Server) patch(r *http.Request, w http.ResponseWriter, sv *served, ri re
 		if err != nil {
 			return nil, err
 		}
+		cur, err := s.jsonOf(sv, old)
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
 		var patched []byte
 		switch pt {
-		case types.JSONPatchType, types.MergePatchType:
-			cur, cerr := s.jsonOf(sv, old)
-			if cerr != nil {
-				return nil, apierrors.NewInternalError(cerr)
-			}
-			if pt == types.JSONPatchType {
-				patched, err = jp.Apply(cur)
-			} else {
-				patched, err = jsonpatch.MergePatch(cur, body)
-			}
+		case types.JSONPatchType:
+			patched, err = jp.Apply(cur)
+		case types.MergePatchType:
+			patched, err = jsonpatch.MergePatch(cur, body)
 		case types.StrategicMergePatchType:
-			cur, cerr := s.unstructuredOf(sv, old)
-			if cerr != nil {
-				return nil, apierrors.NewInternalError(cerr)
-			}
-			patched, err = strategicMerge(cur, body, sv.newObj())
+			schema := sv.newObj()
+			patched, err = strategicpatch.StrategicMergePatch(cur, body, schema)
 		}
 		if err != nil {
 			return nil, apierrors.NewBadRequest(fmt.Sprintf("unable to apply patch: %v", err))
@@ -132,40 +125,6 @@ func (s *Server) patch(r *http.Request, w http.ResponseWriter, sv *served, ri re
 		}
 		return out, err
 	}
-}
-
-// strategicMerge is strategicpatch.StrategicMergePatch with the original
-// document given as its JSON map (unstructuredOf) rather than as JSON text,
-// which the function would only parse into that map: one encoding and one
-// parse less per patch. Errors are the function's.
-func strategicMerge(cur map[string]interface{}, patch []byte, dataStruct runtime.Object) ([]byte, error) {
-	schema, err := strategicpatch.NewPatchMetaFromStruct(dataStruct)
-	if err != nil {
-		return nil, err
-	}
-	if patch == nil {
-		patch = []byte("{}")
-	}
-	pm := map[string]interface{}{}
-	if err := utiljson.Unmarshal(patch, &pm); err != nil {
-		return nil, mergepatch.ErrBadJSONDoc
-	}
-	merged, err := strategicpatch.StrategicMergeMapPatchUsingLookupPatchMeta(cur, pm, schema)
-	if err != nil {
-		return nil, err
-	}
-	return utiljson.Marshal(merged)
-}
-
-// unstructuredOf is the JSON map of an object of the served version: what
-// parsing jsonOf's encoding gives (as the unstructured converter promises).
-func (s *Server) unstructuredOf(sv *served, obj runtime.Object) (map[string]interface{}, error) {
-	so, err := s.toServed(sv, obj)
-	if err != nil {
-		return nil, err
-	}
-	so.GetObjectKind().SetGroupVersionKind(sv.gvk())
-	return runtime.DefaultUnstructuredConverter.ToUnstructured(so)
 }
 
 // apply is server-side apply: the field manager merges the applied
