@@ -134,7 +134,7 @@ func New(cfg Config, st store.Store, enc Transformer, auth Authenticator, log *s
 		fieldManagers: map[string]*managedfields.FieldManager{},
 	}
 	s.objs = newObjects(st, scheme, enc)
-	s.typeConv = applyconfigurations.NewTypeConverter(scheme)
+	s.typeConv = newPlanTypeConverter(applyconfigurations.NewTypeConverter(scheme))
 	s.created = newCreateFields(s.typeConv)
 	for i := range s.decoders {
 		s.decoders[i] = jsonserializer.NewSerializerWithOptions(jsonserializer.DefaultMetaFactory, scheme, scheme,
