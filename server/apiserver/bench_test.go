@@ -31,6 +31,7 @@ func BenchmarkCreatePods32(b *testing.B) {
 	ctx := context.Background()
 	var n atomic.Int64
 	b.ResetTimer()
+	defer reportCPU(b)()
 	var wg sync.WaitGroup
 	per := b.N/32 + 1
 	for w := 0; w < 32; w++ {

@@ -149,6 +149,9 @@ func (b *planBuilder) build(t reflect.Type, tr smdschema.TypeRef) (checkFn, erro
 			if err != nil {
 				return false
 			}
+			if ok, known := scalarValid(a, u); known {
+				return ok
+			}
 			_, err = typed.AsTyped(value.NewValueInterface(u), s, tr, typed.AllowDuplicates)
 			return err == nil
 		}, nil
@@ -383,4 +386,34 @@ func (b *planBuilder) keysCheck(et reflect.Type, l *smdschema.List) (checkFn, er
 // that the zero value does not omit is never omitted.
 func canBeOmitted(st reflect.Type, f *value.FieldCacheEntry) bool {
 	return f.CanOmit(f.GetFrom(reflect.New(st).Elem()))
+}
+
+// scalarValid decides, as the validating walk would, whether a converted
+// value that is null or a scalar validates as atom a; known is false for
+// other values (maps, lists), which are validated in full.
+func scalarValid(a smdschema.Atom, u interface{}) (ok, known bool) {
+	accepts := func(types ...smdschema.Scalar) bool {
+		if a.Scalar == nil {
+			// Deduction falls back to the whole atom, whose map or list
+			// rejects a scalar.
+			return false
+		}
+		for _, t := range types {
+			if *a.Scalar == t {
+				return true
+			}
+		}
+		return false
+	}
+	switch u.(type) {
+	case nil:
+		return a.Map != nil || a.Scalar != nil || a.List != nil, true
+	case string:
+		return accepts(smdschema.String, smdschema.Untyped), true
+	case bool:
+		return accepts(smdschema.Boolean, smdschema.Untyped), true
+	case int64, float64:
+		return accepts(smdschema.Numeric, smdschema.Untyped), true
+	}
+	return false, false
 }

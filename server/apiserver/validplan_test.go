@@ -12,7 +12,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/applyconfigurations"
 	"sigs.k8s.io/randfill"
+	smdschema "sigs.k8s.io/structured-merge-diff/v6/schema"
 	"sigs.k8s.io/structured-merge-diff/v6/typed"
+	"sigs.k8s.io/structured-merge-diff/v6/value"
 )
 
 // TestValidityPlanImpliesValid checks, on random objects of every kind,
@@ -100,5 +102,41 @@ func TestValidityPlanImpliesValid(t *testing.T) {
 	bad.Secrets[0].Name = "s"
 	if p := pc.planOf(bad); !p.check(reflect.ValueOf(bad)) {
 		t.Fatal("the plan does not pass a named service account secret")
+	}
+}
+
+// TestScalarValidMatchesValidation compares scalarValid with the
+// validating walk for null and scalar values against every kind of atom.
+func TestScalarValidMatchesValidation(t *testing.T) {
+	str, num, boo, unt := smdschema.String, smdschema.Numeric, smdschema.Boolean, smdschema.Untyped
+	atoms := map[string]smdschema.Atom{
+		"string":  {Scalar: &str},
+		"numeric": {Scalar: &num},
+		"boolean": {Scalar: &boo},
+		"untyped": {Scalar: &unt},
+		"map":     {Map: &smdschema.Map{ElementType: smdschema.TypeRef{Inlined: smdschema.Atom{Scalar: &str}}}},
+		"list":    {List: &smdschema.List{ElementType: smdschema.TypeRef{Inlined: smdschema.Atom{Scalar: &str}}, ElementRelationship: smdschema.Atomic}},
+		"any": {Scalar: &unt, Map: &smdschema.Map{ElementType: smdschema.TypeRef{Inlined: smdschema.Atom{Scalar: &unt}}},
+			List: &smdschema.List{ElementType: smdschema.TypeRef{Inlined: smdschema.Atom{Scalar: &unt}}, ElementRelationship: smdschema.Atomic}},
+	}
+	var s smdschema.Schema
+	for name, a := range atoms {
+		s.Types = append(s.Types, smdschema.TypeDef{Name: name, Atom: a})
+	}
+	for name, a := range atoms {
+		n := name
+		for _, u := range []interface{}{nil, "s", true, int64(1), 1.5} {
+			ok, known := scalarValid(a, u)
+			if !known {
+				t.Fatalf("%s %#v: not known", name, u)
+			}
+			_, err := typed.AsTyped(value.NewValueInterface(u), &s, smdschema.TypeRef{NamedType: &n}, typed.AllowDuplicates)
+			if ok != (err == nil) {
+				t.Fatalf("%s %#v: scalarValid %v, validation %v", name, u, ok, err)
+			}
+		}
+		if _, known := scalarValid(a, map[string]interface{}{}); known {
+			t.Fatalf("%s: a map is known", name)
+		}
 	}
 }
