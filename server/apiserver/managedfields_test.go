@@ -127,26 +127,7 @@ func TestCreateFieldsRandomObjects(t *testing.T) {
 	s := ts.srv
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
-	f := randfill.NewWithSeed(seed).NilChance(0.4).NumElements(0, 3).Funcs(
-		func(q *resource.Quantity, c randfill.Continue) {
-			*q = *resource.NewMilliQuantity(c.Int63n(100000), resource.DecimalSI)
-		},
-		func(tm *metav1.Time, c randfill.Continue) {
-			*tm = metav1.Unix(c.Int63n(2e9), 0)
-		},
-		func(tm *metav1.MicroTime, c randfill.Continue) {
-			*tm = metav1.NewMicroTime(time.Unix(c.Int63n(2e9), 0))
-		},
-		func(v *intstr.IntOrString, c randfill.Continue) {
-			if c.Bool() {
-				*v = intstr.FromInt32(c.Int31n(1000))
-			} else {
-				*v = intstr.FromString(c.String(5))
-			}
-		},
-		func(r *runtime.RawExtension, c randfill.Continue) {
-			*r = runtime.RawExtension{Raw: []byte(`{"a":1}`)}
-		},
+	f := randomFiller(seed, 0.4,
 		func(mf *[]metav1.ManagedFieldsEntry, c randfill.Continue) { *mf = nil },
 		func(m *metav1.TypeMeta, c randfill.Continue) {},
 	)
@@ -165,3 +146,28 @@ func TestCreateFieldsRandomObjects(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// randomFiller fills objects of every kind with random values that the
+// API types accept where randfill's own would not (quantities, times,
+// int-or-strings, raw extensions holding JSON), then the extra fill
+// functions given.
+func randomFiller(seed int64, nilChance float64, extra ...any) *randfill.Filler {
+	funcs := []any{
+		func(q *resource.Quantity, c randfill.Continue) {
+			*q = *resource.NewMilliQuantity(c.Int63n(100000), resource.DecimalSI)
+		},
+		func(tm *metav1.Time, c randfill.Continue) { *tm = metav1.Unix(c.Int63n(2e9), 0) },
+		func(tm *metav1.MicroTime, c randfill.Continue) {
+			*tm = metav1.NewMicroTime(time.Unix(c.Int63n(2e9), 0))
+		},
+		func(v *intstr.IntOrString, c randfill.Continue) {
+			if c.Bool() {
+				*v = intstr.FromInt32(c.Int31n(1000))
+			} else {
+				*v = intstr.FromString(c.String(5))
+			}
+		},
+		func(r *runtime.RawExtension, c randfill.Continue) { *r = runtime.RawExtension{Raw: []byte(`{"a":1}`)} },
+	}
+	return randfill.NewWithSeed(seed).NilChance(nilChance).NumElements(0, 3).Funcs(append(funcs, extra...)...)
+}

@@ -6,10 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/applyconfigurations"
 	"sigs.k8s.io/randfill"
 	smdschema "sigs.k8s.io/structured-merge-diff/v6/schema"
@@ -27,22 +24,7 @@ func TestValidityPlanImpliesValid(t *testing.T) {
 	pc := newPlanTypeConverter(base)
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
-	f := randfill.NewWithSeed(seed).NilChance(0.3).NumElements(0, 3).Funcs(
-		func(q *resource.Quantity, c randfill.Continue) {
-			*q = *resource.NewMilliQuantity(c.Int63n(100000), resource.DecimalSI)
-		},
-		func(tm *metav1.Time, c randfill.Continue) { *tm = metav1.Unix(c.Int63n(2e9), 0) },
-		func(tm *metav1.MicroTime, c randfill.Continue) {
-			*tm = metav1.NewMicroTime(time.Unix(c.Int63n(2e9), 0))
-		},
-		func(v *intstr.IntOrString, c randfill.Continue) {
-			if c.Bool() {
-				*v = intstr.FromInt32(c.Int31n(1000))
-			} else {
-				*v = intstr.FromString(c.String(5))
-			}
-		},
-		func(r *runtime.RawExtension, c randfill.Continue) { *r = runtime.RawExtension{Raw: []byte(`{"a":1}`)} },
+	f := randomFiller(seed, 0.3,
 		func(fv *metav1.FieldsV1, c randfill.Continue) { fv.Raw = []byte(`{"f:a":{}}`) },
 		func(m *metav1.TypeMeta, c randfill.Continue) {},
 		// Empty strings are frequent: keys go missing.
