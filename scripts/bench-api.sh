@@ -45,8 +45,7 @@ cleanup() {
 		kill -9 "$pid" 2>/dev/null
 	fi
 	if ip netns list | grep -q "^$id\b"; then
-		in=$(ip netns pids "$id" 2>/dev/null)
-		[ -z "$in" ] || kill -9 $in 2>/dev/null
+		ip netns pids "$id" 2>/dev/null | xargs -r kill -9 2>/dev/null
 		ip netns del "$id"
 	fi
 	if [ "${KEEP:-0}" = 1 ]; then
@@ -61,7 +60,7 @@ trap 'exit 130' INT TERM
 in_ns() { nsenter --net="/run/netns/$id" -- "$@"; }
 
 rss() { # label
-	awk -v n="$1" '/^VmRSS:/ {r=$2} /^RssAnon:/ {a=$2} END {printf "%-22s VmRSS %6.1f MB  RssAnon %6.1f MB\n", n, r/1024, a/1024}' "/proc/$pid/status"
+	awk -v n="$1" '/^VmRSS:/ {r=$2} /^RssAnon:/ {a=$2} END {printf "%-22s VmRSS %6.1f MiB  RssAnon %6.1f MiB\n", n, r/1024, a/1024}' "/proc/$pid/status"
 }
 
 ip netns add "$id"
