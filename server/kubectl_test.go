@@ -18,6 +18,9 @@ var (
 	kubectlOnce sync.Once
 	kubectlPath string
 	kubectlErr  error
+	// kubectlTmp is the directory kubectl was built into, removed by
+	// TestMain.
+	kubectlTmp string
 )
 
 // kubectlBinary returns upstream kubectl: bin/kubectl from `make`, or one
@@ -40,6 +43,7 @@ func kubectlBinary(t *testing.T) string {
 			kubectlErr = err
 			return
 		}
+		kubectlTmp = dir
 		p = filepath.Join(dir, "kubectl")
 		cmd := exec.Command("go", "build", "-o", p, "./internal/kubectl/bin")
 		cmd.Dir = root
@@ -215,4 +219,13 @@ func TestKubectl(t *testing.T) {
 	if before != after {
 		t.Fatalf("objects changed across a restart:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
+}
+
+// TestMain removes the kubectl built for the package's tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if kubectlTmp != "" {
+		_ = os.RemoveAll(kubectlTmp)
+	}
+	os.Exit(code)
 }
