@@ -161,7 +161,9 @@ func TestSignalTeardown(t *testing.T) {
 		t.Skip("needs root")
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSignalTeardown$", "-test.v")
-	cmd.Env = append(os.Environ(), "ORCHLAB_SIGNAL_CHILD=1")
+	// The child dies of the signal before its testing package removes its
+	// temporary directories: they go inside one of ours.
+	cmd.Env = append(os.Environ(), "ORCHLAB_SIGNAL_CHILD=1", "TMPDIR="+t.TempDir())
 	out, err := cmd.Output()
 	t.Cleanup(func() { _ = Sweep() }) // whatever the child left, its pid is dead now
 	var ee *exec.ExitError
