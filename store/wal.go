@@ -80,12 +80,11 @@ type walRecord struct {
 }
 
 // replay reads the records of epoch, starting at offset 0, that continue
-// revision rev without a gap. It returns them and where the valid records
-// end.
-func (w *wal) replay(epoch, rev int64) ([]walRecord, int64, error) {
+// revision rev without a gap.
+func (w *wal) replay(epoch, rev int64) ([]walRecord, error) {
 	info, err := w.f.Stat()
 	if err != nil {
-		return nil, 0, fmt.Errorf("write-ahead log %s: %w", w.path, err)
+		return nil, fmt.Errorf("write-ahead log %s: %w", w.path, err)
 	}
 	size := info.Size()
 	var recs []walRecord
@@ -93,7 +92,7 @@ func (w *wal) replay(epoch, rev int64) ([]walRecord, int64, error) {
 	var hdr [walHeader]byte
 	for off+walHeader <= size {
 		if _, err := w.f.ReadAt(hdr[:], off); err != nil {
-			return nil, 0, fmt.Errorf("write-ahead log %s at %d: %w", w.path, off, err)
+			return nil, fmt.Errorf("write-ahead log %s at %d: %w", w.path, off, err)
 		}
 		n := int64(binary.LittleEndian.Uint32(hdr[:4]))
 		if n == 0 || n > maxWALRecord || off+walHeader+n > size {
@@ -101,7 +100,7 @@ func (w *wal) replay(epoch, rev int64) ([]walRecord, int64, error) {
 		}
 		payload := make([]byte, n)
 		if _, err := w.f.ReadAt(payload, off+walHeader); err != nil && !errors.Is(err, io.EOF) {
-			return nil, 0, fmt.Errorf("write-ahead log %s at %d: %w", w.path, off, err)
+			return nil, fmt.Errorf("write-ahead log %s at %d: %w", w.path, off, err)
 		}
 		if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(hdr[4:]) {
 			break
@@ -117,7 +116,7 @@ func (w *wal) replay(epoch, rev int64) ([]walRecord, int64, error) {
 		recs = append(recs, r)
 		off += walHeader + n
 	}
-	return recs, off, nil
+	return recs, nil
 }
 
 // reset starts the log again at offset 0 for epoch. Nothing is written:
@@ -173,23 +172,13 @@ func (w *wal) close() error {
 	return nil
 }
 
+// fdatasync flushes f's data (and only the metadata needed to read it).
 func fdatasync(f *os.File) error {
-	raw, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		for {
-			serr = unix.Fdatasync(int(fd))
-			if !errors.Is(serr, unix.EINTR) {
-				return
-			}
+	for {
+		if err := unix.Fdatasync(int(f.Fd())); !errors.Is(err, unix.EINTR) {
+			return err
 		}
-	}); err != nil {
-		return err
 	}
-	return serr
 }
 
 // decodeWALRecord decodes a payload whose checksum matched.
@@ -248,7 +237,7 @@ func recoverWAL(cfg Config, bdb *bolt.DB, st *state) (*wal, int, error) {
 		w.reset(st.walEpoch)
 		return w, 0, nil
 	}
-	recs, _, err := w.replay(st.walEpoch, st.rev)
+	recs, err := w.replay(st.walEpoch, st.rev)
 	if err != nil {
 		_ = w.close()
 		return nil, 0, fmt.Errorf("store: %w", err)

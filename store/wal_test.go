@@ -197,7 +197,7 @@ func TestWALCheckpointTriggers(t *testing.T) {
 			t.Fatalf("log: %v", err)
 		}
 		// Everything was in the bbolt file: nothing to replay.
-		recs, _, err := db.wal.replay(db.wal.epoch, db.Revision())
+		recs, err := db.wal.replay(db.wal.epoch, db.Revision())
 		if err != nil || len(recs) != 0 {
 			t.Fatalf("after a clean close the log replays %d records (%v)", len(recs), err)
 		}
