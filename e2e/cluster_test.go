@@ -144,13 +144,19 @@ func (c *cluster) start(h *lab.Host, args ...string) {
 	c.mu.Unlock()
 }
 
+// takeProc removes and returns the orch process of h (nil if none runs).
+func (c *cluster) takeProc(h *lab.Host) *proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.procs[h.Role]
+	delete(c.procs, h.Role)
+	return p
+}
+
 // stop ends the orch on h with SIGTERM (SIGKILL after 20 s) and waits.
 func (c *cluster) stop(h *lab.Host) {
 	c.t.Helper()
-	c.mu.Lock()
-	p := c.procs[h.Role]
-	delete(c.procs, h.Role)
-	c.mu.Unlock()
+	p := c.takeProc(h)
 	if p == nil {
 		return
 	}
@@ -318,10 +324,7 @@ func (c *cluster) kubectlCmd(ctx context.Context, env []string, args ...string) 
 // every process of its pods are killed and its network namespace deleted.
 func (c *cluster) powerOff(h *lab.Host) {
 	c.t.Helper()
-	c.mu.Lock()
-	p := c.procs[h.Role]
-	delete(c.procs, h.Role)
-	c.mu.Unlock()
+	p := c.takeProc(h)
 	if err := c.lab.StopHost(h); err != nil {
 		c.t.Fatalf("stop %s: %v", h.Role, err)
 	}
