@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -140,9 +141,7 @@ func (a *Agent) serveLogs(w http.ResponseWriter, r *http.Request, ns, name, cont
 		http.Error(w, msg, http.StatusBadRequest)
 		return
 	}
-	var out interface {
-		Write([]byte) (int, error)
-	} = flushWriter{w}
+	var out io.Writer = flushWriter{w}
 	if v := q.Get("limitBytes"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n <= 0 {
@@ -171,9 +170,7 @@ func (a *Agent) serveLogs(w http.ResponseWriter, r *http.Request, ns, name, cont
 
 // countWriter counts what reaches w.
 type countWriter struct {
-	w interface {
-		Write([]byte) (int, error)
-	}
+	w io.Writer
 	n int64
 }
 
