@@ -48,11 +48,13 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET "+tunnel.DialBackPath, s.tunnel.ServeDialBack)
 	mux.Handle("/", s.api)
 	if s.cfg.EnablePprof {
-		mux.Handle("/debug/pprof/", adminOnly(&authenticator{pki: s.pki}, http.HandlerFunc(pprof.Index)))
-		mux.Handle("/debug/pprof/cmdline", adminOnly(&authenticator{pki: s.pki}, http.HandlerFunc(pprof.Cmdline)))
-		mux.Handle("/debug/pprof/profile", adminOnly(&authenticator{pki: s.pki}, http.HandlerFunc(pprof.Profile)))
-		mux.Handle("/debug/pprof/symbol", adminOnly(&authenticator{pki: s.pki}, http.HandlerFunc(pprof.Symbol)))
-		mux.Handle("/debug/pprof/trace", adminOnly(&authenticator{pki: s.pki}, http.HandlerFunc(pprof.Trace)))
+		a := &authenticator{pki: s.pki}
+		for path, h := range map[string]http.HandlerFunc{
+			"/debug/pprof/": pprof.Index, "/debug/pprof/cmdline": pprof.Cmdline, "/debug/pprof/profile": pprof.Profile,
+			"/debug/pprof/symbol": pprof.Symbol, "/debug/pprof/trace": pprof.Trace,
+		} {
+			mux.Handle(path, adminOnly(a, h))
+		}
 	}
 	return mux
 }
