@@ -12,7 +12,6 @@ import (
 	"runtime/debug"
 	"strings"
 
-	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -22,53 +21,62 @@ import (
 	"github.com/orch-dev/orch/agent"
 	"github.com/orch-dev/orch/agent/podnet"
 	"github.com/orch-dev/orch/dns"
+	"github.com/orch-dev/orch/internal/cli"
 	"github.com/orch-dev/orch/netproxy"
 	"github.com/orch-dev/orch/server/tunnel"
 )
 
-func agentFlags() []cli.Flag {
-	return []cli.Flag{
-		configFlag(),
-		&cli.StringFlag{Name: "server", Aliases: []string{"s"}, EnvVars: []string{"ORCH_URL"}, Usage: "server to join, https://HOST:6443"},
-		&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: envs("token"), Usage: "join token (K10<ca-hash>::server:<secret>)"},
-		&cli.StringFlag{Name: "token-file", EnvVars: envs("token-file"), Usage: "file holding the join token"},
-		&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: "/var/lib/orch", EnvVars: envs("data-dir"), Usage: "folder for state"},
-		&cli.StringFlag{Name: "node-name", EnvVars: envs("node-name"), Usage: "node name (default: hostname)"},
-		&cli.StringSliceFlag{Name: "node-ip", EnvVars: envs("node-ip"), Usage: "IP address of the node (default: the address that reaches the server)"},
-		&cli.StringSliceFlag{Name: "node-label", EnvVars: envs("node-label"), Usage: "label k=v added to the Node at registration"},
-		&cli.StringSliceFlag{Name: "node-taint", EnvVars: envs("node-taint"), Usage: "taint k=v:Effect added to the Node at registration"},
-		&cli.StringFlag{Name: "cgroup-root", Value: "/orch", EnvVars: envs("cgroup-root"), Usage: "cgroup parent of the pods"},
-		&cli.StringFlag{Name: "cluster-cidr", Value: "10.42.0.0/16", EnvVars: envs("cluster-cidr"), Usage: "pod IP range of the cluster (the server's --cluster-cidr)"},
-		&cli.StringFlag{Name: "flannel-backend", Value: "vxlan", EnvVars: envs("flannel-backend"), Usage: "how pod traffic crosses nodes: vxlan, host-gw or none"},
-		&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", EnvVars: envs("cluster-dns"), Usage: "nameserver of ClusterFirst pods"},
-		&cli.StringFlag{Name: "resolv-conf", Value: "/etc/resolv.conf", EnvVars: envs("resolv-conf"), Usage: "upstream resolvers of cluster DNS and of dnsPolicy Default pods"},
-		&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", EnvVars: envs("cluster-domain"), Usage: "cluster DNS domain"},
-		&cli.StringFlag{Name: "private-registry", Value: "/etc/orch/registries.yaml", EnvVars: envs("private-registry"), Usage: "registry mirrors and credentials"},
-		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: envs("log-level"), Usage: "debug, info, warn or error"},
+// agentOptions are `orch agent`'s flags.
+type agentOptions struct {
+	config, server, token, tokenFile, dataDir, nodeName, cgroupRoot string
+	clusterCIDR, flannelBackend, clusterDNS, resolvConf             string
+	clusterDomain, privateRegistry, logLevel                        string
+	nodeIPs, nodeLabels, nodeTaints                                 []string
+}
+
+func (o *agentOptions) flags() []*cli.Flag {
+	return []*cli.Flag{
+		configFlag(&o.config),
+		{Name: "server", Aliases: []string{"s"}, Value: cli.String(&o.server, ""), Env: []string{"ORCH_URL"}, Usage: "server to join, https://HOST:6443"},
+		{Name: "token", Aliases: []string{"t"}, Value: cli.String(&o.token, ""), Env: envs("token"), Usage: "join token (K10<ca-hash>::server:<secret>)"},
+		{Name: "token-file", Value: cli.String(&o.tokenFile, ""), Env: envs("token-file"), Usage: "file holding the join token"},
+		{Name: "data-dir", Aliases: []string{"d"}, Value: cli.String(&o.dataDir, "/var/lib/orch"), Env: envs("data-dir"), Usage: "folder for state"},
+		{Name: "node-name", Value: cli.String(&o.nodeName, ""), Env: envs("node-name"), Usage: "node name (default: hostname)"},
+		{Name: "node-ip", Value: cli.Strings(&o.nodeIPs, nil), Env: envs("node-ip"), Usage: "IP address of the node (default: the address that reaches the server)"},
+		{Name: "node-label", Value: cli.Strings(&o.nodeLabels, nil), Env: envs("node-label"), Usage: "label k=v added to the Node at registration"},
+		{Name: "node-taint", Value: cli.Strings(&o.nodeTaints, nil), Env: envs("node-taint"), Usage: "taint k=v:Effect added to the Node at registration"},
+		{Name: "cgroup-root", Value: cli.String(&o.cgroupRoot, "/orch"), Env: envs("cgroup-root"), Usage: "cgroup parent of the pods"},
+		{Name: "cluster-cidr", Value: cli.String(&o.clusterCIDR, "10.42.0.0/16"), Env: envs("cluster-cidr"), Usage: "pod IP range of the cluster (the server's --cluster-cidr)"},
+		{Name: "flannel-backend", Value: cli.String(&o.flannelBackend, "vxlan"), Env: envs("flannel-backend"), Usage: "how pod traffic crosses nodes: vxlan, host-gw or none"},
+		{Name: "cluster-dns", Value: cli.String(&o.clusterDNS, "10.43.0.10"), Env: envs("cluster-dns"), Usage: "nameserver of ClusterFirst pods"},
+		{Name: "resolv-conf", Value: cli.String(&o.resolvConf, "/etc/resolv.conf"), Env: envs("resolv-conf"), Usage: "upstream resolvers of cluster DNS and of dnsPolicy Default pods"},
+		{Name: "cluster-domain", Value: cli.String(&o.clusterDomain, "cluster.local"), Env: envs("cluster-domain"), Usage: "cluster DNS domain"},
+		{Name: "private-registry", Value: cli.String(&o.privateRegistry, "/etc/orch/registries.yaml"), Env: envs("private-registry"), Usage: "registry mirrors and credentials"},
+		{Name: "log-level", Value: cli.String(&o.logLevel, "info"), Env: envs("log-level"), Usage: "debug, info, warn or error"},
 	}
 }
 
 func agentCommand() *cli.Command {
+	o := &agentOptions{}
 	return &cli.Command{
 		Name:   "agent",
 		Usage:  "join a cluster and run workloads on this machine",
-		Flags:  agentFlags(),
-		Before: loadConfigFile,
-		Action: func(c *cli.Context) error {
-			log, err := newLogger(c.String("log-level"))
+		Flags:  o.flags(),
+		Before: func(s *cli.Set) error { return loadConfigFile(s, o.config) },
+		Action: func(ctx context.Context, _ []string) error {
+			log, err := newLogger(o.logLevel)
 			if err != nil {
 				return err
 			}
 			idleGC()
-			cfg, join, err := agentConfig(c)
+			cfg, join, err := agentConfig(o)
 			if err != nil {
 				return err
 			}
-			netCfg, err := podnetConfig(c, cfg)
+			netCfg, err := podnetConfig(o, cfg)
 			if err != nil {
 				return err
 			}
-			ctx := c.Context
 			rc, err := agent.Join(ctx, join, log)
 			if err != nil {
 				return err
@@ -77,8 +85,8 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("agent: client: %w", err)
 			}
-			local, err := agent.OpenLocal(agent.LocalConfig{DataDir: cfg.DataDir, CgroupRoot: c.String("cgroup-root"),
-				RegistriesFile: c.String("private-registry")}, log)
+			local, err := agent.OpenLocal(agent.LocalConfig{DataDir: cfg.DataDir, CgroupRoot: o.cgroupRoot,
+				RegistriesFile: o.privateRegistry}, log)
 			if err != nil {
 				return err
 			}
@@ -141,10 +149,10 @@ func idleGC() {
 }
 
 // agentConfig turns the flags into the agent's and the join's config.
-func agentConfig(c *cli.Context) (agent.Config, agent.JoinConfig, error) {
+func agentConfig(o *agentOptions) (agent.Config, agent.JoinConfig, error) {
 	var cfg agent.Config
 	var join agent.JoinConfig
-	server := c.String("server")
+	server := o.server
 	if server == "" {
 		return cfg, join, errors.New("--server (ORCH_URL) is required")
 	}
@@ -152,9 +160,9 @@ func agentConfig(c *cli.Context) (agent.Config, agent.JoinConfig, error) {
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return cfg, join, fmt.Errorf("--server %q must be https://HOST:PORT", server)
 	}
-	token := c.String("token")
-	if token == "" && c.String("token-file") != "" {
-		b, err := os.ReadFile(c.String("token-file"))
+	token := o.token
+	if token == "" && o.tokenFile != "" {
+		b, err := os.ReadFile(o.tokenFile)
 		if err != nil {
 			return cfg, join, fmt.Errorf("--token-file: %w", err)
 		}
@@ -163,7 +171,7 @@ func agentConfig(c *cli.Context) (agent.Config, agent.JoinConfig, error) {
 	if token == "" {
 		return cfg, join, errors.New("--token (ORCH_TOKEN) or --token-file is required")
 	}
-	cfg.DataDir = c.String("data-dir")
+	cfg.DataDir = o.dataDir
 	if !filepath.IsAbs(cfg.DataDir) {
 		abs, err := filepath.Abs(cfg.DataDir)
 		if err != nil {
@@ -171,7 +179,7 @@ func agentConfig(c *cli.Context) (agent.Config, agent.JoinConfig, error) {
 		}
 		cfg.DataDir = abs
 	}
-	cfg.NodeName = c.String("node-name")
+	cfg.NodeName = o.nodeName
 	if cfg.NodeName == "" {
 		if cfg.NodeName, err = os.Hostname(); err != nil {
 			return cfg, join, fmt.Errorf("node name: %w", err)
@@ -181,7 +189,7 @@ func agentConfig(c *cli.Context) (agent.Config, agent.JoinConfig, error) {
 	if msgs := validation.IsDNS1123Subdomain(cfg.NodeName); len(msgs) > 0 {
 		return cfg, join, fmt.Errorf("node name %q: %s", cfg.NodeName, strings.Join(msgs, "; "))
 	}
-	for _, s := range c.StringSlice("node-ip") {
+	for _, s := range o.nodeIPs {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
 			return cfg, join, fmt.Errorf("--node-ip %q: %w", s, err)
@@ -195,17 +203,17 @@ func agentConfig(c *cli.Context) (agent.Config, agent.JoinConfig, error) {
 		}
 		cfg.NodeIPs = []netip.Addr{a}
 	}
-	if cfg.Labels, err = parseLabels(c.StringSlice("node-label")); err != nil {
+	if cfg.Labels, err = parseLabels(o.nodeLabels); err != nil {
 		return cfg, join, err
 	}
-	if cfg.Taints, err = parseTaints(c.StringSlice("node-taint")); err != nil {
+	if cfg.Taints, err = parseTaints(o.nodeTaints); err != nil {
 		return cfg, join, err
 	}
-	if cfg.ClusterDNS, err = netip.ParseAddr(c.String("cluster-dns")); err != nil {
+	if cfg.ClusterDNS, err = netip.ParseAddr(o.clusterDNS); err != nil {
 		return cfg, join, fmt.Errorf("--cluster-dns: %w", err)
 	}
-	cfg.ClusterDomain = c.String("cluster-domain")
-	cfg.ResolvConf = c.String("resolv-conf")
+	cfg.ClusterDomain = o.clusterDomain
+	cfg.ResolvConf = o.resolvConf
 	cfg.Version = version
 	join = agent.JoinConfig{ServerURL: server, Token: token, NodeName: cfg.NodeName, Dir: filepath.Join(cfg.DataDir, "agent")}
 	return cfg, join, nil
@@ -213,8 +221,8 @@ func agentConfig(c *cli.Context) (agent.Config, agent.JoinConfig, error) {
 
 // podnetConfig is the pod network's configuration but for the node's pod
 // CIDR, which the server assigns.
-func podnetConfig(c *cli.Context, cfg agent.Config) (podnet.Config, error) {
-	cidr, err := prefix(c, "cluster-cidr")
+func podnetConfig(o *agentOptions, cfg agent.Config) (podnet.Config, error) {
+	cidr, err := prefix("cluster-cidr", o.clusterCIDR)
 	if err != nil {
 		return podnet.Config{}, err
 	}
@@ -225,7 +233,7 @@ func podnetConfig(c *cli.Context, cfg agent.Config) (podnet.Config, error) {
 			break
 		}
 	}
-	backend := podnet.Backend(c.String("flannel-backend"))
+	backend := podnet.Backend(o.flannelBackend)
 	switch backend {
 	case podnet.BackendVXLAN, podnet.BackendHostGW, podnet.BackendNone:
 	default:

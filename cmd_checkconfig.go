@@ -1,39 +1,43 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
-	"github.com/urfave/cli/v2"
-
 	"github.com/orch-dev/orch/internal/checkconfig"
+	"github.com/orch-dev/orch/internal/cli"
 )
 
 // checkConfigCommand is `orch check-config`: the kernel and system features
-// orch needs, as a table; the exit status is 1 when a required one fails.
-func checkConfigCommand() *cli.Command {
+// orch needs, as a table on stdout; the exit status is 1 when a required
+// one fails.
+func checkConfigCommand(stdout io.Writer) *cli.Command {
+	var ports []string
+	var noProbe bool
 	return &cli.Command{
 		Name:  "check-config",
 		Usage: "check that this machine's kernel and system have what orch needs",
 		Description: "Probes (as root, in a scratch network namespace) and reads the kernel configuration for\n" +
 			"namespaces, cgroups, overlayfs, veth/bridge/VXLAN, nf_tables and its expressions, seccomp,\n" +
 			"sysctls, swap and free ports. Exits 1 when a required check fails.",
-		Flags: []cli.Flag{
-			&cli.StringSliceFlag{Name: "port", Usage: "port orch will listen on, as NUMBER/PROTO (default: 6443/tcp and 8472/udp); 'none' skips the port checks"},
-			&cli.BoolFlag{Name: "no-probe", Usage: "do not create a scratch network namespace; read the kernel configuration only"},
+		Flags: []*cli.Flag{
+			{Name: "port", Value: cli.Strings(&ports, nil), Usage: "port orch will listen on, as NUMBER/PROTO (default: 6443/tcp and 8472/udp); 'none' skips the port checks"},
+			{Name: "no-probe", Value: cli.Bool(&noProbe, false), Usage: "do not create a scratch network namespace; read the kernel configuration only"},
 		},
-		Action: func(c *cli.Context) error {
-			ports, err := parsePorts(c.StringSlice("port"))
+		Action: func(ctx context.Context, _ []string) error {
+			ps, err := parsePorts(ports)
 			if err != nil {
 				return err
 			}
-			r := checkconfig.Check(c.Context, checkconfig.Config{Ports: ports, NoProbe: c.Bool("no-probe")})
-			if err := r.WriteTable(c.App.Writer); err != nil {
+			r := checkconfig.Check(ctx, checkconfig.Config{Ports: ps, NoProbe: noProbe})
+			if err := r.WriteTable(stdout); err != nil {
 				return err
 			}
 			if r.Failed() {
-				return cli.Exit("", 1)
+				return cli.ExitError{Code: 1}
 			}
 			return nil
 		},

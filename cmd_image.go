@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,99 +11,101 @@ import (
 	"text/tabwriter"
 
 	"github.com/docker/go-units"
-	"github.com/urfave/cli/v2"
 
+	"github.com/orch-dev/orch/internal/cli"
 	"github.com/orch-dev/orch/runtime/image"
 )
 
+// imageCmd is `orch image`'s flags and output.
+type imageCmd struct {
+	stdout, stderr io.Writer
+	dataDir        string // --data-dir, of `image` or of the subcommand (which wins)
+	registries     string // image pull --registries
+	quiet, digests bool   // image ls
+}
+
 // imageCommand is `orch image`: pull, import, ls and rm on the node's
 // image store (<data-dir>/agent/image-store).
-func imageCommand() *cli.Command {
-	dataDir := func() cli.Flag {
-		return &cli.StringFlag{Name: "data-dir", Value: "/var/lib/orch", Usage: "orch data directory"}
+func imageCommand(stdout, stderr io.Writer) *cli.Command {
+	ic := &imageCmd{stdout: stdout, stderr: stderr}
+	// --data-dir is accepted before or after the subcommand: both flags
+	// set the same variable, the subcommand's last.
+	dataDir := func() *cli.Flag {
+		return &cli.Flag{Name: "data-dir", Value: cli.String(&ic.dataDir, "/var/lib/orch"), Usage: "orch data directory"}
 	}
-	cmd := &cli.Command{
+	return &cli.Command{
 		Name:  "image",
 		Usage: "manage the node's container images",
-		Flags: []cli.Flag{dataDir()},
-		Subcommands: []*cli.Command{
+		Flags: []*cli.Flag{dataDir()},
+		Commands: []*cli.Command{
 			{
 				Name:      "pull",
 				Usage:     "pull images from a registry (mirrors and credentials from the registries config)",
 				ArgsUsage: "IMAGE...",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "registries", Value: image.DefaultRegistriesFile, Usage: "registries.yaml with mirrors and credentials"},
+				Flags: []*cli.Flag{
+					{Name: "registries", Value: cli.String(&ic.registries, image.DefaultRegistriesFile), Usage: "registries.yaml with mirrors and credentials"},
+					dataDir(),
 				},
-				Action: imagePull,
+				Action: ic.pull,
 			},
 			{
 				Name:      "import",
 				Usage:     "import docker-save or OCI-layout archives (tar, gzip or zstd; - reads stdin)",
 				ArgsUsage: "FILE...",
-				Action:    imageImport,
+				Flags:     []*cli.Flag{dataDir()},
+				Action:    ic.importFiles,
 			},
 			{
 				Name:    "ls",
 				Aliases: []string{"list"},
 				Usage:   "list images",
-				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print image IDs only"},
-					&cli.BoolFlag{Name: "digests", Usage: "show repo digests"},
+				Flags: []*cli.Flag{
+					{Name: "quiet", Aliases: []string{"q"}, Value: cli.Bool(&ic.quiet, false), Usage: "print image IDs only"},
+					{Name: "digests", Value: cli.Bool(&ic.digests, false), Usage: "show repo digests"},
+					dataDir(),
 				},
-				Action: imageList,
+				Action: ic.list,
 			},
 			{
 				Name:      "rm",
 				Aliases:   []string{"rmi"},
 				Usage:     "remove images (refused while a container rootfs built from them is mounted)",
 				ArgsUsage: "IMAGE...",
-				Action:    imageRemove,
+				Flags:     []*cli.Flag{dataDir()},
+				Action:    ic.remove,
 			},
 		},
 	}
-	// --data-dir is accepted before or after the subcommand.
-	for _, sub := range cmd.Subcommands {
-		sub.Flags = append(sub.Flags, dataDir())
-	}
-	return cmd
 }
 
-// openImageStore opens the store under --data-dir (looked up on this
-// command or its parent `image`).
-func openImageStore(c *cli.Context, registries string) (*image.Store, error) {
-	dataDir := "/var/lib/orch"
-	for _, ctx := range c.Lineage() {
-		if ctx.IsSet("data-dir") {
-			dataDir = ctx.String("data-dir")
-			break
-		}
-	}
-	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return image.Open(image.Config{Root: image.DefaultRoot(dataDir), RegistriesFile: registries}, log)
+// openStore opens the image store under --data-dir.
+func (ic *imageCmd) openStore(registries string) (*image.Store, error) {
+	log := slog.New(slog.NewTextHandler(ic.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return image.Open(image.Config{Root: image.DefaultRoot(ic.dataDir), RegistriesFile: registries}, log)
 }
 
-func needArgs(c *cli.Context, what string) error {
-	if c.NArg() == 0 {
+func needArgs(args []string, what string) error {
+	if len(args) == 0 {
 		return fmt.Errorf("%s: at least one argument required (see --help)", what)
 	}
 	return nil
 }
 
-func imagePull(c *cli.Context) error {
-	if err := needArgs(c, "image pull"); err != nil {
+func (ic *imageCmd) pull(ctx context.Context, args []string) error {
+	if err := needArgs(args, "image pull"); err != nil {
 		return err
 	}
-	s, err := openImageStore(c, c.String("registries"))
+	s, err := ic.openStore(ic.registries)
 	if err != nil {
 		return err
 	}
-	for _, ref := range c.Args().Slice() {
-		pr := &pullPrinter{w: c.App.Writer, shown: map[string]int64{}}
-		img, err := s.Pull(c.Context, ref, image.PullOptions{Progress: pr.report})
+	for _, ref := range args {
+		pr := &pullPrinter{w: ic.stdout, shown: map[string]int64{}}
+		img, err := s.Pull(ctx, ref, image.PullOptions{Progress: pr.report})
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.App.Writer, "%s: pulled %s (%s)\n", ref, img.ID, units.HumanSize(float64(img.Size)))
+		fmt.Fprintf(ic.stdout, "%s: pulled %s (%s)\n", ref, img.ID, units.HumanSize(float64(img.Size)))
 	}
 	return nil
 }
@@ -136,20 +139,20 @@ func (p *pullPrinter) report(pr image.Progress) {
 	}
 }
 
-func imageImport(c *cli.Context) error {
-	if err := needArgs(c, "image import"); err != nil {
+func (ic *imageCmd) importFiles(ctx context.Context, args []string) error {
+	if err := needArgs(args, "image import"); err != nil {
 		return err
 	}
-	s, err := openImageStore(c, "")
+	s, err := ic.openStore("")
 	if err != nil {
 		return err
 	}
-	for _, f := range c.Args().Slice() {
+	for _, f := range args {
 		var imgs []*image.Image
 		if f == "-" {
-			imgs, err = s.Import(c.Context, os.Stdin)
+			imgs, err = s.Import(ctx, os.Stdin)
 		} else {
-			imgs, err = s.ImportFile(c.Context, f)
+			imgs, err = s.ImportFile(ctx, f)
 		}
 		if err != nil {
 			return err
@@ -159,30 +162,30 @@ func imageImport(c *cli.Context) error {
 			if name == "" {
 				name = "<untagged>"
 			}
-			fmt.Fprintf(c.App.Writer, "imported %s %s (%s)\n", name, img.ID, units.HumanSize(float64(img.Size)))
+			fmt.Fprintf(ic.stdout, "imported %s %s (%s)\n", name, img.ID, units.HumanSize(float64(img.Size)))
 		}
 	}
 	return nil
 }
 
-func imageList(c *cli.Context) error {
-	s, err := openImageStore(c, "")
+func (ic *imageCmd) list(ctx context.Context, _ []string) error {
+	s, err := ic.openStore("")
 	if err != nil {
 		return err
 	}
-	imgs, err := s.List(c.Context)
+	imgs, err := s.List(ctx)
 	if err != nil {
 		return err
 	}
-	if c.Bool("quiet") {
+	if ic.quiet {
 		for _, img := range imgs {
-			fmt.Fprintln(c.App.Writer, img.ID)
+			fmt.Fprintln(ic.stdout, img.ID)
 		}
 		return nil
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 8, 3, ' ', 0)
+	tw := tabwriter.NewWriter(ic.stdout, 0, 8, 3, ' ', 0)
 	header := "IMAGE\tTAG\tIMAGE ID\tSIZE"
-	if c.Bool("digests") {
+	if ic.digests {
 		header = "IMAGE\tTAG\tDIGEST\tIMAGE ID\tSIZE"
 	}
 	fmt.Fprintln(tw, header)
@@ -196,7 +199,7 @@ func imageList(c *cli.Context) error {
 		for _, t := range tags {
 			i := strings.LastIndex(t, ":")
 			repo, tag := t[:i], t[i+1:]
-			if c.Bool("digests") {
+			if ic.digests {
 				digest := "<none>"
 				for _, d := range img.RepoDigests {
 					if r, dg, _ := strings.Cut(d, "@"); r == repo {
@@ -213,11 +216,11 @@ func imageList(c *cli.Context) error {
 	return tw.Flush()
 }
 
-func imageRemove(c *cli.Context) error {
-	if err := needArgs(c, "image rm"); err != nil {
+func (ic *imageCmd) remove(ctx context.Context, args []string) error {
+	if err := needArgs(args, "image rm"); err != nil {
 		return err
 	}
-	s, err := openImageStore(c, "")
+	s, err := ic.openStore("")
 	if err != nil {
 		return err
 	}
@@ -226,15 +229,15 @@ func imageRemove(c *cli.Context) error {
 		return err
 	}
 	var errs []string
-	for _, ref := range c.Args().Slice() {
-		id, err := s.Remove(c.Context, ref, inUse)
+	for _, ref := range args {
+		id, err := s.Remove(ctx, ref, inUse)
 		switch {
 		case err != nil:
 			errs = append(errs, err.Error())
 		case id == "":
-			fmt.Fprintf(c.App.Writer, "untagged %s\n", ref)
+			fmt.Fprintf(ic.stdout, "untagged %s\n", ref)
 		default:
-			fmt.Fprintf(c.App.Writer, "deleted %s\n", id)
+			fmt.Fprintf(ic.stdout, "deleted %s\n", id)
 		}
 	}
 	if len(errs) > 0 {

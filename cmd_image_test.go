@@ -14,7 +14,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/urfave/cli/v2"
 
 	"github.com/orch-dev/orch/internal/testimage"
 )
@@ -22,8 +21,7 @@ import (
 func runImageCmd(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	app := &cli.App{Name: "orch", Writer: &out, ErrWriter: &out, Commands: []*cli.Command{imageCommand()}}
-	err := app.RunContext(context.Background(), append([]string{"orch", "image"}, args...))
+	err := newApp(&out, &out).Run(context.Background(), append([]string{"image"}, args...))
 	return out.String(), err
 }
 

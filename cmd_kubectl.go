@@ -1,24 +1,27 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
 
-	"github.com/urfave/cli/v2"
-
+	"github.com/orch-dev/orch/internal/cli"
 	"github.com/orch-dev/orch/internal/kubectl"
 )
 
 // defaultKubeconfig is where `orch server` writes the admin kubeconfig.
 const defaultKubeconfig = "/etc/orch/orch.yaml"
 
+// kubectlCommand is `orch kubectl ARGS...`: upstream kubectl, given ARGS
+// untouched.
 func kubectlCommand() *cli.Command {
 	return &cli.Command{
-		Name:            "kubectl",
-		Usage:           "run upstream kubectl against this cluster (KUBECONFIG defaults to " + defaultKubeconfig + ")",
-		SkipFlagParsing: true,
-		Action: func(c *cli.Context) error {
+		Name:      "kubectl",
+		Usage:     "run upstream kubectl against this cluster (KUBECONFIG defaults to " + defaultKubeconfig + ")",
+		ArgsUsage: "KUBECTL-ARGS...",
+		Raw:       true,
+		Action: func(_ context.Context, args []string) error {
 			dataDir := os.Getenv("ORCH_DATA_DIR")
 			if dataDir == "" {
 				dataDir = "/var/lib/orch"
@@ -28,7 +31,7 @@ func kubectlCommand() *cli.Command {
 				dirs = append(dirs, filepath.Join(cache, "orch", "bin"))
 			}
 			dirs = append(dirs, filepath.Join(os.TempDir(), "orch-"+user()+"-bin"))
-			return kubectl.Exec(c.Args().Slice(), dirs, defaultKubeconfig)
+			return kubectl.Exec(args, dirs, defaultKubeconfig)
 		},
 	}
 }
