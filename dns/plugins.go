@@ -19,7 +19,6 @@ import (
 	// can appear in a Corefile. Never import coremain or core/plugin: they pull
 	// in every plugin and register command-line flags.
 	_ "github.com/coredns/coredns/plugin/bind"
-	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/forward"
 	_ "github.com/coredns/coredns/plugin/health"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/orch-dev/orch/dns/cluster"
 	"github.com/orch-dev/orch/dns/loopguard"
+	"github.com/orch-dev/orch/dns/upcache"
 )
 
 // directives is the execution order of the plugins orch supports: each wraps
@@ -36,15 +36,17 @@ import (
 // calls log.Fatal) and `kubernetes` by orch (see the cluster package). orch
 // comes before cache: cluster answers come from memory and must show a new
 // Service at once, so only names that fall through (upstream) are cached,
-// and cluster queries skip the cache's bookkeeping.
+// and cluster queries skip the cache's bookkeeping. The cache is orch's own
+// (package upcache, under CoreDNS's name): CoreDNS's links its metrics, which
+// turn off the linker's method dead-code elimination for the whole binary.
 var directives = []string{
 	"bind", "health", "errors", "log", "rewrite", "hosts",
-	cluster.Name, "cache", loopguard.Name, "forward",
+	cluster.Name, upcache.Name, loopguard.Name, "forward",
 }
 
 // setupOnce configures CoreDNS's process-wide state the first time a Server is
 // built: dnsserver.Directives (a global slice read by caddy at every start and
-// reload), the registration of orch's two plugins in caddy's global registry,
+// reload), the registration of orch's three plugins in caddy's global registry,
 // caddy's startup banners, and the standard library logger CoreDNS logs
 // through. It is safe because every value set is the same for the whole
 // process and nothing else in orch uses CoreDNS; it runs before any instance
@@ -55,6 +57,7 @@ var setupOnce = sync.OnceValue(func() error {
 	}
 	plugin.Register(cluster.Name, cluster.Setup)
 	plugin.Register(loopguard.Name, loopguard.Setup)
+	plugin.Register(upcache.Name, upcache.Setup)
 	caddy.Quiet, dnsserver.Quiet = true, true
 	log.SetFlags(0)
 	log.SetOutput(logBridge{})
