@@ -281,7 +281,7 @@ func (e *entry) reply(r *dns.Msg, now time.Time) *dns.Msg {
 	m.CheckingDisabled = r.CheckingDisabled
 	m.Authoritative = false
 	m.Question[0] = r.Question[0]
-	age := now.Sub(e.stored)
+	age := max(now.Sub(e.stored), 0) // an injected clock may step back
 	// Whole seconds: the age rounded up, what is left rounded down.
 	elapsed := uint32((age + time.Second - 1) / time.Second)
 	left := uint32((e.ttl - age) / time.Second)

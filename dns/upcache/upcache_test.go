@@ -184,6 +184,17 @@ func TestPositiveTTLDecay(t *testing.T) {
 	wantCalls(t, u, 2)
 }
 
+func TestClockStepsBack(t *testing.T) {
+	u := &upstream{reply: answer("$ 30 IN A 192.0.2.1")}
+	h, c := newHandler(t, DefaultConfig(), u)
+	ask(t, h, query{name: "example.org."})
+	c.advance(-time.Hour)
+	if got := ttls(ask(t, h, query{name: "example.org."})); fmt.Sprint(got) != "[30]" {
+		t.Fatalf("TTLs %v after the clock stepped back, want [30]", got)
+	}
+	wantCalls(t, u, 1)
+}
+
 func TestExpiredEntryDropped(t *testing.T) {
 	u := &upstream{reply: answer("$ 10 IN A 192.0.2.1")}
 	h, c := newHandler(t, DefaultConfig(), u)
