@@ -12,9 +12,6 @@ import (
 	"github.com/coredns/coredns/plugin"
 )
 
-// unsupported are the options of CoreDNS's cache that orch's does not have.
-var unsupported = map[string]bool{"prefetch": true, "serve_stale": true, "keepttl": true, "disable": true}
-
 // Setup parses the `cache` directive and adds the plugin to the server block:
 //
 //	cache [TTL] [ZONES...] {
@@ -75,14 +72,14 @@ func parse(c *caddy.Controller) (Config, error) {
 			}
 			given[opt] = true
 			var err error
-			switch {
-			case opt == "success":
+			switch opt {
+			case "success":
 				err = parsePolicy(c, &cfg.Success)
-			case opt == "denial":
+			case "denial":
 				err = parsePolicy(c, &cfg.Denial)
-			case opt == "servfail":
+			case "servfail":
 				err = parseServFail(c, &cfg.ServFail)
-			case unsupported[opt]:
+			case "prefetch", "serve_stale", "keepttl", "disable": // CoreDNS's, not orch's
 				err = c.Errf("option %q is not supported by orch's cache (it has success, denial and servfail)", opt)
 			default:
 				err = c.Errf("unknown option %q (orch's cache has success, denial and servfail)", opt)
