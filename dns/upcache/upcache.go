@@ -270,8 +270,7 @@ func findSOA(rrs []dns.RR) *dns.SOA {
 
 // reply builds the answer to r from e at now: the cached message with r's
 // ID, flags and question (in r's case, as are the owner names equal to it),
-// not authoritative, and every TTL lowered by the time spent in the cache and
-// capped to the time the entry has left.
+// not authoritative, and every TTL lowered by the time spent in the cache.
 func (e *entry) reply(r *dns.Msg, now time.Time) *dns.Msg {
 	m := e.msg.Copy()
 	m.Id = r.Id
@@ -282,9 +281,10 @@ func (e *entry) reply(r *dns.Msg, now time.Time) *dns.Msg {
 	m.Authoritative = false
 	m.Question[0] = r.Question[0]
 	age := max(now.Sub(e.stored), 0) // an injected clock may step back
-	// Whole seconds: the age rounded up, what is left rounded down.
+	// The age in whole seconds, rounded up. Stored TTLs are at most the
+	// entry's lifetime (see entryFor), so each TTL less the age is at most
+	// what the entry has left.
 	elapsed := uint32((age + time.Second - 1) / time.Second)
-	left := uint32((e.ttl - age) / time.Second)
 	qname := r.Question[0].Name
 	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
 		for _, rr := range sec {
@@ -294,7 +294,6 @@ func (e *entry) reply(r *dns.Msg, now time.Time) *dns.Msg {
 			} else {
 				h.Ttl = 0
 			}
-			h.Ttl = min(h.Ttl, left)
 			if h.Name != qname && strings.EqualFold(h.Name, e.key.name) {
 				h.Name = qname
 			}

@@ -195,6 +195,32 @@ func TestClockStepsBack(t *testing.T) {
 	wantCalls(t, u, 1)
 }
 
+// TestLatestKindWins stores a positive and then a negative answer for one
+// key (as two concurrent misses may): the later one is served.
+func TestLatestKindWins(t *testing.T) {
+	h, c := newHandler(t, DefaultConfig(), &upstream{})
+	r := new(dns.Msg)
+	r.SetQuestion("flip.example.org.", dns.TypeA)
+	q := r.Question[0]
+	k := key{name: q.Name, qtype: q.Qtype, qclass: q.Qclass}
+	hash := hashOf(h, k)
+	for i, m := range []*dns.Msg{answer("$ 300 IN A 192.0.2.1")(r), denial(dns.RcodeNameError, soa)(r), answer("$ 300 IN A 192.0.2.2")(r)} {
+		e := h.entryFor(k, q, m)
+		if e == nil {
+			t.Fatalf("answer %d not cacheable", i)
+		}
+		e.stored = c.now()
+		h.put(e, hash)
+		got := h.lookup(k, hash, c.now())
+		if got != e {
+			t.Fatalf("after answer %d: served %v", i, got.msg)
+		}
+		if n := h.pcache.len() + h.ncache.len(); n != 1 {
+			t.Fatalf("after answer %d: %d entries", i, n)
+		}
+	}
+}
+
 func TestExpiredEntryDropped(t *testing.T) {
 	u := &upstream{reply: answer("$ 10 IN A 192.0.2.1")}
 	h, c := newHandler(t, DefaultConfig(), u)
