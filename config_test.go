@@ -443,3 +443,31 @@ func TestRun(t *testing.T) {
 		}
 	}
 }
+
+// TestScriptCommandLines parses the command lines that scripts/ and e2e/
+// run orch with.
+func TestScriptCommandLines(t *testing.T) {
+	empty := filepath.Join(t.TempDir(), "empty.yaml")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		// e2e/cluster_test.go and e2e/deck_test.go
+		{"server", "--data-dir", "/d", "--node-name", "h0", "--write-kubeconfig", "/a/admin.yaml", "--cgroup-root", "/lab-h0", "--resolv-conf", "/a/resolv.conf",
+			"--default-not-ready-toleration-seconds", "10", "--default-unreachable-toleration-seconds", "10"},
+		{"agent", "--server", "https://10.0.0.1:6443", "--token", "K10x::server:y", "--data-dir", "/d", "--node-name", "h1", "--cgroup-root", "/lab-h1",
+			"--resolv-conf", "/a/resolv.conf"},
+		// scripts/bench-api.sh and scripts/idle-memory.sh
+		{"server", "--disable-agent", "--data-dir", "/w/data", "--node-name", "bench", "--write-kubeconfig", "/w/admin.yaml", "--resolv-conf", "/w/resolv.conf",
+			"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--node-ip", "127.0.0.1"},
+		{"agent", "--server", "https://10.1.0.10:6443", "--token", "t", "--data-dir", "/d/agt", "--node-name", "agt", "--cgroup-root", "/x-agt",
+			"--resolv-conf", "/d/resolv.conf", "--node-ip", "10.1.0.11", "--log-level", "warn"},
+		// scripts/install_test.go's units
+		{"server", "--disable-agent", "--tls-san=edge%1"},
+		{"agent", "--node-label", "role=edge"},
+	} {
+		if _, err := parsed(t, map[string]string{"ORCH_CONFIG_FILE": empty}, args...); err != nil {
+			t.Errorf("%q: %v", args, err)
+		}
+	}
+}
