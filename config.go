@@ -54,7 +54,7 @@ func loadConfigFile(s *cli.Set, path string) error {
 			items = []interface{}{t}
 		}
 		for _, it := range items {
-			if err := s.Set(name, fmt.Sprint(it), path); err != nil {
+			if err := s.Set(name, fmt.Sprint(it)); err != nil {
 				return fmt.Errorf("config file %s: key %q: %w", path, key, err)
 			}
 		}

@@ -208,7 +208,7 @@ func (a *App) parse(c *Command, args []string) (*Set, []string, error) {
 	fs := flag.NewFlagSet(c.Name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	set := &Set{flags: c.Flags, by: map[*Flag]string{}}
+	set := &Set{flags: c.Flags, set: map[*Flag]bool{}}
 	for _, f := range c.Flags {
 		for _, n := range f.Names() {
 			if fs.Lookup(n) != nil {
@@ -220,9 +220,9 @@ func (a *App) parse(c *Command, args []string) (*Set, []string, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
-	fs.Visit(func(ff *flag.Flag) { set.by[set.lookup(ff.Name)] = "command line" })
+	fs.Visit(func(ff *flag.Flag) { set.set[set.lookup(ff.Name)] = true })
 	for _, f := range c.Flags {
-		if set.by[f] != "" {
+		if set.set[f] {
 			continue
 		}
 		for _, env := range f.Env {
@@ -234,9 +234,7 @@ func (a *App) parse(c *Command, args []string) (*Set, []string, error) {
 			if err != nil {
 				return nil, nil, fmt.Errorf("invalid value %q for $%s (--%s): %w", s, env, f.Name, err)
 			}
-			if isSet {
-				set.by[f] = "$" + env
-			}
+			set.set[f] = isSet
 			break
 		}
 	}

@@ -63,7 +63,7 @@ func newTestApp() *testApp {
 				Before: func(s *Set) error {
 					for k, v := range t.before {
 						if !s.IsSet(k) {
-							if err := s.Set(k, v, "before"); err != nil {
+							if err := s.Set(k, v); err != nil {
 								return err
 							}
 						}

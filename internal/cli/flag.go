@@ -250,10 +250,10 @@ func (v *stringsValue) fromEnv(s string) (bool, error) {
 	return true, v.Set(s)
 }
 
-// Set is a command's flags after parsing: which were set, and by what.
+// Set is a command's flags after parsing: which were set.
 type Set struct {
 	flags []*Flag
-	by    map[*Flag]string // flag → "command line" or "$ENV"
+	set   map[*Flag]bool
 }
 
 // lookup returns the flag named name (or with that alias), or nil.
@@ -276,13 +276,13 @@ func (s *Set) Has(name string) bool { return s.lookup(name) != nil }
 // on the command line, from the environment or by Set.Set.
 func (s *Set) IsSet(name string) bool {
 	f := s.lookup(name)
-	return f != nil && s.by[f] != ""
+	return f != nil && s.set[f]
 }
 
 // Set sets the flag named name (or with that alias) as the command line
-// would, from source (a file name, say, for errors and IsSet); a
-// repeatable flag takes one occurrence per call.
-func (s *Set) Set(name, value, source string) error {
+// would, and marks it set; a repeatable flag takes one occurrence per
+// call.
+func (s *Set) Set(name, value string) error {
 	f := s.lookup(name)
 	if f == nil {
 		return fmt.Errorf("no flag --%s", name)
@@ -290,6 +290,6 @@ func (s *Set) Set(name, value, source string) error {
 	if err := f.Value.Set(value); err != nil {
 		return fmt.Errorf("invalid value %q for --%s: %w", value, f.Name, err)
 	}
-	s.by[f] = source
+	s.set[f] = true
 	return nil
 }

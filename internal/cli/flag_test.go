@@ -85,17 +85,17 @@ func TestSet(t *testing.T) {
 	s := &Set{flags: []*Flag{
 		{Name: "name", Aliases: []string{"n"}, Value: String(&name, "")},
 		{Name: "port", Value: Int(&port, 1)},
-	}, by: map[*Flag]string{}}
+	}, set: map[*Flag]bool{}}
 	if !s.Has("n") || !s.Has("port") || s.Has("other") || s.IsSet("name") {
 		t.Fatal("Has/IsSet before Set")
 	}
-	if err := s.Set("n", "x", "file"); err != nil || name != "x" || !s.IsSet("name") || !s.IsSet("n") {
+	if err := s.Set("n", "x"); err != nil || name != "x" || !s.IsSet("name") || !s.IsSet("n") {
 		t.Errorf("Set by alias: %v name %q", err, name)
 	}
-	if err := s.Set("port", "p", "file"); err == nil || s.IsSet("port") {
+	if err := s.Set("port", "p"); err == nil || s.IsSet("port") {
 		t.Errorf("bad value: %v, set %v", err, s.IsSet("port"))
 	}
-	if err := s.Set("other", "1", "file"); err == nil {
+	if err := s.Set("other", "1"); err == nil {
 		t.Error("unknown flag set")
 	}
 }
