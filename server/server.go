@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/orch-dev/orch/internal/inproc"
+	"github.com/orch-dev/orch/internal/memtrim"
 	"github.com/orch-dev/orch/server/apiserver"
 	"github.com/orch-dev/orch/server/pki"
 	"github.com/orch-dev/orch/server/tunnel"
@@ -237,6 +238,10 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("orch server ready", "address", ln.Addr().String(), "took", time.Since(start).Round(time.Millisecond),
 		"kubeconfig", cfg.WriteKubeconfig)
 	g.Go(func() error { return s.runComponents(ctx) })
+	// After a burst of API work (thousands of objects created or deleted)
+	// the freed heap goes back to the system once the server is quiet.
+	trim := memtrim.New(memtrim.Config{}, s.log.With("component", "memtrim"))
+	g.Go(func() error { return trim.Run(ctx) })
 	return g.Wait()
 }
 
