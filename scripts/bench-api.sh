@@ -13,6 +13,8 @@
 #      right after and 30 s later (the burst over);
 #   3. apibench delete; then two more create/delete cycles; RSS after the
 #      three cycles, and again 30 s later.
+# Each RSS line also shows RssFile split into the binary's own pages and the
+# store's memory-mapped database (bbolt maps its whole file; a LIST reads it).
 # apibench is built from ../shared/tools/apibench into bin/apibench when
 # missing. Everything the run creates is removed on exit (process,
 # namespace, run directory unless KEEP=1).
@@ -60,15 +62,24 @@ trap 'exit 130' INT TERM
 in_ns() { nsenter --net="/run/netns/$id" -- "$@"; }
 
 rss() { # label
-	awk -v n="$1" '/^VmRSS:/ {r=$2} /^RssAnon:/ {a=$2} END {printf "%-22s VmRSS %6.1f MiB  RssAnon %6.1f MiB\n", n, r/1024, a/1024}' "/proc/$pid/status"
+	local db
+	db=$(awk -v f="$work/data/server/db/state.db" '$6 == f {m=1; next} /^[0-9a-f]+-[0-9a-f]+ / {m=0} m && /^Rss:/ {s+=$2} END {print s+0}' "/proc/$pid/smaps")
+	awk -v n="$1" -v db="$db" '/^VmRSS:/ {r=$2} /^RssAnon:/ {a=$2} /^RssFile:/ {f=$2} END {printf "%-22s VmRSS %6.1f MiB  RssAnon %6.1f MiB  RssFile %6.1f MiB (binary %.1f, database %.1f)\n", n, r/1024, a/1024, f/1024, (f-db)/1024, db/1024}' "/proc/$pid/status"
 }
+
+# A private copy of BIN, as scripts/idle-memory.sh does: most of the RSS is
+# the binary's own pages, and how many are mapped depends on how the file
+# came into the page cache (a file the linker just wrote maps far more than
+# one copied with cp) and on other processes using the same file.
+exe="$work/orch"
+cp "$bin" "$exe"
 
 ip netns add "$id"
 ip -n "$id" link set lo up
 echo "nameserver 127.0.0.1" >"$work/resolv.conf"
 echo "== $bin; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 t0=$(date +%s%N)
-setsid nsenter --net="/run/netns/$id" -- "$bin" server --disable-agent --data-dir "$work/data" \
+setsid nsenter --net="/run/netns/$id" -- "$exe" server --disable-agent --data-dir "$work/data" \
 	--node-name bench --write-kubeconfig "$work/admin.yaml" --resolv-conf "$work/resolv.conf" \
 	--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --node-ip 127.0.0.1 \
 	>"$work/server.log" 2>&1 </dev/null &
