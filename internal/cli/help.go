@@ -44,6 +44,8 @@ func writeHelp(w io.Writer, path []*Command, version string) error {
 		b.WriteString(" [global options] command [command options]")
 	case len(c.Commands) > 0:
 		b.WriteString(" [options] command [command options]")
+	case c.Raw:
+		b.WriteString(" " + c.ArgsUsage)
 	default:
 		b.WriteString(" [options]")
 		if c.ArgsUsage != "" {
@@ -75,6 +77,9 @@ func writeHelp(w io.Writer, path []*Command, version string) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+	}
+	if c.Raw {
+		return nil // every argument, --help too, is the command's own
 	}
 	heading := "\nOPTIONS:\n"
 	if isRoot {

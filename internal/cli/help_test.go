@@ -103,6 +103,17 @@ func TestHelpText(t *testing.T) {
 	}
 }
 
+func TestHelpRaw(t *testing.T) {
+	a := newTestApp()
+	a.app.Commands[2].ArgsUsage = "ARGS..."
+	if err := a.run("help", "raw"); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.out.String(); got != "NAME:\n   prog raw - pass everything on\n\nUSAGE:\n   prog raw ARGS...\n" {
+		t.Errorf("raw command's help:\n%s", got)
+	}
+}
+
 func TestHelpDescription(t *testing.T) {
 	var b strings.Builder
 	c := &Command{Name: "check", Usage: "check it", Description: "Line one.\nLine two."}
