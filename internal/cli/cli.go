@@ -95,6 +95,7 @@ type UsageError struct {
 	Err error
 }
 
+// Error is one line: what is wrong, in which command, and where help is.
 func (e *UsageError) Error() string {
 	where := strings.TrimPrefix(strings.TrimPrefix(e.Command, rootName(e.Command)), " ")
 	if where != "" {
@@ -103,6 +104,7 @@ func (e *UsageError) Error() string {
 	return fmt.Sprintf("%s%v (see '%s --help')", where, e.Err, e.Command)
 }
 
+// Unwrap returns Err.
 func (e *UsageError) Unwrap() error { return e.Err }
 
 func rootName(path string) string {
@@ -117,6 +119,7 @@ type ExitError struct {
 	Code int
 }
 
+// Error says which status was asked for.
 func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
 // Run runs the command that args (without the program's name) select.
