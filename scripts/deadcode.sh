@@ -20,7 +20,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-tags=${TAGS:-seccomp orch_kubectl orch_init urfave_cli_no_docs}
+tags=${TAGS:-seccomp grpcnotrace orch_kubectl orch_init}
 work=$(mktemp -d "${TMPDIR:-/tmp}/orch-deadcode.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
