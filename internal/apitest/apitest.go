@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/apiserver"
 	"github.com/orch-dev/orch/store"
 )
@@ -26,6 +27,8 @@ type Server struct {
 	HTTP   *httptest.Server
 	Config *rest.Config
 	Client kubernetes.Interface
+	// Kube is orch's own clientset over the same server.
+	Kube *kube.Clientset
 }
 
 // allowAll authenticates every request as a cluster administrator.
@@ -59,5 +62,9 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("apitest: client: %v", err)
 	}
-	return &Server{API: api, Store: st, HTTP: hs, Config: cfg, Client: cs}
+	kc, err := kube.NewForConfig(cfg)
+	if err != nil {
+		t.Fatalf("apitest: kube client: %v", err)
+	}
+	return &Server{API: api, Store: st, HTTP: hs, Config: cfg, Client: cs, Kube: kc}
 }
