@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	coordinationlisters "k8s.io/client-go/listers/coordination/v1"
@@ -162,6 +164,34 @@ func informerFor[L runtime.Object, Lister any](f *SharedInformerFactory, obj run
 		f.informers[t] = inf
 	}
 	return Informer[Lister]{inf: inf, lister: lister}
+}
+
+// ForResource is the shared informer of a resource the factory serves,
+// named by its group, version and resource (for controllers that work
+// across kinds, as client-go's ForResource but without a generic lister).
+func (f *SharedInformerFactory) ForResource(gvr schema.GroupVersionResource) (cache.SharedIndexInformer, error) {
+	core, apps := f.Core().V1(), f.Apps().V1()
+	byGVR := map[schema.GroupVersionResource]func() cache.SharedIndexInformer{
+		corev1.SchemeGroupVersion.WithResource("pods"):                func() cache.SharedIndexInformer { return core.Pods().Informer() },
+		corev1.SchemeGroupVersion.WithResource("nodes"):               func() cache.SharedIndexInformer { return core.Nodes().Informer() },
+		corev1.SchemeGroupVersion.WithResource("namespaces"):          func() cache.SharedIndexInformer { return core.Namespaces().Informer() },
+		corev1.SchemeGroupVersion.WithResource("services"):            func() cache.SharedIndexInformer { return core.Services().Informer() },
+		corev1.SchemeGroupVersion.WithResource("endpoints"):           func() cache.SharedIndexInformer { return core.Endpoints().Informer() },
+		corev1.SchemeGroupVersion.WithResource("configmaps"):          func() cache.SharedIndexInformer { return core.ConfigMaps().Informer() },
+		corev1.SchemeGroupVersion.WithResource("secrets"):             func() cache.SharedIndexInformer { return core.Secrets().Informer() },
+		corev1.SchemeGroupVersion.WithResource("serviceaccounts"):     func() cache.SharedIndexInformer { return core.ServiceAccounts().Informer() },
+		appsv1.SchemeGroupVersion.WithResource("deployments"):         func() cache.SharedIndexInformer { return apps.Deployments().Informer() },
+		appsv1.SchemeGroupVersion.WithResource("replicasets"):         func() cache.SharedIndexInformer { return apps.ReplicaSets().Informer() },
+		appsv1.SchemeGroupVersion.WithResource("daemonsets"):          func() cache.SharedIndexInformer { return apps.DaemonSets().Informer() },
+		appsv1.SchemeGroupVersion.WithResource("controllerrevisions"): func() cache.SharedIndexInformer { return apps.ControllerRevisions().Informer() },
+		coordinationv1.SchemeGroupVersion.WithResource("leases"):      func() cache.SharedIndexInformer { return f.Coordination().V1().Leases().Informer() },
+		discoveryv1.SchemeGroupVersion.WithResource("endpointslices"): func() cache.SharedIndexInformer { return f.Discovery().V1().EndpointSlices().Informer() },
+	}
+	mk, ok := byGVR[gvr]
+	if !ok {
+		return nil, fmt.Errorf("no informer for %s", gvr)
+	}
+	return mk(), nil
 }
 
 // The informers, named as client-go names them.

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
@@ -175,6 +176,25 @@ func TestInformerFactory(t *testing.T) {
 			t.Fatal("the informer never saw pod c")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestForResource: the generic lookup hands out the factory's shared
+// informers and refuses resources it has none for.
+func TestForResource(t *testing.T) {
+	f := kube.NewSharedInformerFactory(clientgo.Wrap(fake.NewClientset()), 0)
+	inf, err := f.ForResource(appsv1.SchemeGroupVersion.WithResource("replicasets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inf != f.Apps().V1().ReplicaSets().Informer() {
+		t.Fatal("ForResource made a second replicaset informer")
+	}
+	if inf, err := f.ForResource(discoveryv1.SchemeGroupVersion.WithResource("endpointslices")); err != nil || inf != f.Discovery().V1().EndpointSlices().Informer() {
+		t.Fatalf("endpointslices: %v", err)
+	}
+	if _, err := f.ForResource(schema.GroupVersionResource{Group: "batch", Version: "v1", Resource: "jobs"}); err == nil {
+		t.Fatal("an informer for jobs, which the factory does not serve")
 	}
 }
 
