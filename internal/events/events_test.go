@@ -8,7 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 // sink records what the broadcaster writes.
@@ -49,7 +50,7 @@ func TestCorrelatorCacheBounded(t *testing.T) {
 	s := &sink{created: map[string]int{}, patched: map[string]int{}}
 	w := b.StartRecordingToSink(s)
 	defer w.Stop()
-	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "test"})
+	rec := b.NewRecorder(kube.Scheme(), corev1.EventSource{Component: "test"})
 	pod := func(i int) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprint("p", i), Namespace: "default", UID: "u"}}
 	}
