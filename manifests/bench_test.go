@@ -10,9 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/orch-dev/orch/internal/apitest"
 )
@@ -31,10 +29,8 @@ func BenchmarkSyncUnchanged(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	kube, _ := kubernetes.NewForConfig(api.Config)
 	dyn, _ := dynamic.NewForConfig(api.Config)
-	disc, _ := discovery.NewDiscoveryClientForConfig(api.Config)
-	c, err := NewWithClients(Config{Dir: dir}, kube, dyn, disc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c, err := NewWithClients(Config{Dir: dir}, api.Kube, dyn, api.API.RESTMapper(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,10 +51,8 @@ func BenchmarkSyncUnchanged(b *testing.B) {
 func BenchmarkApplyFile(b *testing.B) {
 	api := apitest.Start(b)
 	dir := b.TempDir()
-	kube, _ := kubernetes.NewForConfig(api.Config)
 	dyn, _ := dynamic.NewForConfig(api.Config)
-	disc, _ := discovery.NewDiscoveryClientForConfig(api.Config)
-	c, err := NewWithClients(Config{Dir: dir}, kube, dyn, disc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c, err := NewWithClients(Config{Dir: dir}, api.Kube, dyn, api.API.RESTMapper(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}

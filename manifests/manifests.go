@@ -21,12 +21,11 @@ import (
 	"os"
 	"time"
 
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
+
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 // FieldManager is the server-side apply field manager of drop-in manifests.
@@ -57,20 +56,21 @@ type Config struct {
 type Controller struct {
 	cfg    Config
 	log    *slog.Logger
-	kube   kubernetes.Interface
+	kube   kube.Interface
 	dyn    dynamic.Interface
-	mapper *restmapper.DeferredDiscoveryRESTMapper
+	mapper meta.RESTMapper
 }
 
-// New returns a controller that talks to the cluster through restConfig.
-func New(cfg Config, restConfig *rest.Config, log *slog.Logger) (*Controller, error) {
+// New returns a controller that talks to the cluster through restConfig;
+// mapper resolves the manifests' kinds (the API server's own, in process).
+func New(cfg Config, restConfig *rest.Config, mapper meta.RESTMapper, log *slog.Logger) (*Controller, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("manifests: Dir is required")
 	}
 	if restConfig == nil {
 		return nil, errors.New("manifests: a client configuration is required")
 	}
-	kube, err := kubernetes.NewForConfig(restConfig)
+	client, err := kube.NewForConfig(restConfig)
 	if err != nil {
 		return nil, fmt.Errorf("manifests: client: %w", err)
 	}
@@ -78,18 +78,18 @@ func New(cfg Config, restConfig *rest.Config, log *slog.Logger) (*Controller, er
 	if err != nil {
 		return nil, fmt.Errorf("manifests: dynamic client: %w", err)
 	}
-	disc, err := discovery.NewDiscoveryClientForConfig(restConfig)
-	if err != nil {
-		return nil, fmt.Errorf("manifests: discovery client: %w", err)
-	}
-	return NewWithClients(cfg, kube, dyn, disc, log)
+	return NewWithClients(cfg, client, dyn, mapper, log)
 }
 
-// NewWithClients is New with the clients given: kube for ConfigMaps and
-// Events, dyn for the manifests' objects, disc to resolve their kinds.
-func NewWithClients(cfg Config, kube kubernetes.Interface, dyn dynamic.Interface, disc discovery.DiscoveryInterface, log *slog.Logger) (*Controller, error) {
+// NewWithClients is New with the clients given: client for ConfigMaps and
+// Events, dyn for the manifests' objects, mapper to resolve their kinds (a
+// meta.ResettableRESTMapper is reset once when a kind is not found).
+func NewWithClients(cfg Config, client kube.Interface, dyn dynamic.Interface, mapper meta.RESTMapper, log *slog.Logger) (*Controller, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("manifests: Dir is required")
+	}
+	if mapper == nil {
+		return nil, errors.New("manifests: a REST mapper is required")
 	}
 	if cfg.ResyncPeriod <= 0 {
 		cfg.ResyncPeriod = DefaultResyncPeriod
@@ -103,9 +103,9 @@ func NewWithClients(cfg Config, kube kubernetes.Interface, dyn dynamic.Interface
 	return &Controller{
 		cfg:    cfg,
 		log:    log,
-		kube:   kube,
+		kube:   client,
 		dyn:    dyn,
-		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc)),
+		mapper: mapper,
 	}, nil
 }
 

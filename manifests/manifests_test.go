@@ -14,14 +14,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/orch-dev/orch/internal/apitest"
 	"github.com/orch-dev/orch/internal/inproc"
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/apiserver"
 )
 
@@ -62,7 +62,7 @@ func (e *env) controller(cfgs ...Config) *Controller {
 	if len(cfgs) > 0 {
 		cfg = cfgs[0]
 	}
-	kube, err := kubernetes.NewForConfig(e.cfg)
+	cs, err := kube.NewForConfig(e.cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -70,11 +70,7 @@ func (e *env) controller(cfgs ...Config) *Controller {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	disc, err := discovery.NewDiscoveryClientForConfig(e.cfg)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	c, err := NewWithClients(cfg, kube, dyn, disc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c, err := NewWithClients(cfg, cs, dyn, e.api.API.RESTMapper(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -556,11 +552,15 @@ func TestMissingDirectoryPrunesNothing(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	if _, err := New(Config{}, &rest.Config{}, slog.Default()); err == nil {
+	mapper := meta.NewDefaultRESTMapper(nil)
+	if _, err := New(Config{}, &rest.Config{}, mapper, slog.Default()); err == nil {
 		t.Error("New without Dir succeeded")
 	}
-	if _, err := New(Config{Dir: "/x"}, nil, slog.Default()); err == nil {
+	if _, err := New(Config{Dir: "/x"}, nil, mapper, slog.Default()); err == nil {
 		t.Error("New without a client configuration succeeded")
+	}
+	if _, err := New(Config{Dir: "/x"}, &rest.Config{}, nil, slog.Default()); err == nil {
+		t.Error("New without a REST mapper succeeded")
 	}
 }
 
@@ -637,7 +637,7 @@ func TestInProcessTransport(t *testing.T) {
 			return apiserver.WithUser(ctx, &apiserver.User{Name: "system:orch-server", Groups: []string{"system:masters"}})
 		},
 	}}
-	c, err := New(Config{Dir: e.dir}, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c, err := New(Config{Dir: e.dir}, cfg, e.api.API.RESTMapper(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

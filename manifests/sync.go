@@ -293,8 +293,8 @@ func entryOf(obj *unstructured.Unstructured) Entry {
 	return Entry{APIVersion: obj.GetAPIVersion(), Kind: obj.GetKind(), Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: obj.GetUID()}
 }
 
-// mapping resolves an object's kind through discovery, refreshing the
-// cached discovery once when the kind is unknown (a CRD just applied).
+// mapping resolves an object's kind through the mapper, resetting it once
+// when the kind is unknown and it caches discovery (a CRD just applied).
 func (c *Controller) mapping(apiVersion, kind string) (*meta.RESTMapping, error) {
 	gv, err := schema.ParseGroupVersion(apiVersion)
 	if err != nil {
@@ -302,8 +302,8 @@ func (c *Controller) mapping(apiVersion, kind string) (*meta.RESTMapping, error)
 	}
 	gk := schema.GroupKind{Group: gv.Group, Kind: kind}
 	m, err := c.mapper.RESTMapping(gk, gv.Version)
-	if meta.IsNoMatchError(err) {
-		c.mapper.Reset()
+	if r, ok := c.mapper.(meta.ResettableRESTMapper); ok && meta.IsNoMatchError(err) {
+		r.Reset()
 		m, err = c.mapper.RESTMapping(gk, gv.Version)
 	}
 	if err != nil {

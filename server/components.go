@@ -10,10 +10,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/manifests"
 	"github.com/orch-dev/orch/server/controller"
 	"github.com/orch-dev/orch/server/controller/daemonset"
@@ -27,7 +26,7 @@ import (
 // node agent.
 func (s *Server) runComponents(ctx context.Context) error {
 	cfg := s.LocalConfig()
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kube.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("local client: %w", err)
 	}
@@ -35,7 +34,11 @@ func (s *Server) runComponents(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("local metadata client: %w", err)
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 10*time.Hour, informers.WithTransform(dropManagedFields))
+	disc, err := controller.NewDiscovery(cfg)
+	if err != nil {
+		return fmt.Errorf("local discovery client: %w", err)
+	}
+	factory := kube.NewSharedInformerFactory(client, 10*time.Hour, kube.WithTransform(dropManagedFields))
 	ipam, err := nodeipam.New(nodeipam.Config{ClusterCIDR: s.cfg.ClusterCIDR}, client, factory, s.log.With("component", "nodeipam"))
 	if err != nil {
 		return err
@@ -52,7 +55,7 @@ func (s *Server) runComponents(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	deploy, err := manifests.New(manifests.Config{Dir: filepath.Join(s.cfg.DataDir, "server", "manifests")}, cfg, s.log.With("component", "manifests"))
+	deploy, err := manifests.New(manifests.Config{Dir: filepath.Join(s.cfg.DataDir, "server", "manifests")}, cfg, s.api.RESTMapper(), s.log.With("component", "manifests"))
 	if err != nil {
 		return err
 	}
@@ -66,7 +69,7 @@ func (s *Server) runComponents(ctx context.Context) error {
 			return nil
 		})
 	}
-	run(func() error { return controller.RunAll(ctx, controller.Config{}, client, meta, factory, s.log) })
+	run(func() error { return controller.RunAll(ctx, controller.Config{}, client, meta, disc, factory, s.log) })
 	factory.Start(ctx.Done())
 	run(func() error { return ipam.Run(ctx, 1) })
 	run(func() error { return sched.Run(ctx) })

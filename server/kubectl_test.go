@@ -60,14 +60,14 @@ func kubectlBinary(t *testing.T) string {
 	return kubectlPath
 }
 
-type kube struct {
+type kubectlRun struct {
 	t          *testing.T
 	bin        string
 	kubeconfig string
 	dir        string
 }
 
-func (k *kube) run(args ...string) (string, error) {
+func (k *kubectlRun) run(args ...string) (string, error) {
 	k.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -81,7 +81,7 @@ func (k *kube) run(args ...string) (string, error) {
 }
 
 // ok runs kubectl and fails the test on error; it returns the output.
-func (k *kube) ok(args ...string) string {
+func (k *kubectlRun) ok(args ...string) string {
 	k.t.Helper()
 	out, err := k.run(args...)
 	if err != nil {
@@ -90,7 +90,7 @@ func (k *kube) ok(args ...string) string {
 	return out
 }
 
-func (k *kube) contains(out string, want ...string) {
+func (k *kubectlRun) contains(out string, want ...string) {
 	k.t.Helper()
 	for _, w := range want {
 		if !strings.Contains(out, w) {
@@ -106,7 +106,7 @@ func TestKubectl(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(dir)
 	_, stop := start(t, cfg)
-	k := &kube{t: t, bin: kubectlBinary(t), kubeconfig: cfg.WriteKubeconfig, dir: dir}
+	k := &kubectlRun{t: t, bin: kubectlBinary(t), kubeconfig: cfg.WriteKubeconfig, dir: dir}
 	deck, err := filepath.Abs("../examples/deck")
 	if err != nil {
 		t.Fatal(err)

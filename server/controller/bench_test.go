@@ -10,12 +10,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 func heap() uint64 {
@@ -70,7 +70,7 @@ func BenchmarkInformerMemory(b *testing.B) {
 			stop := make(chan struct{})
 			var inf cache.SharedIndexInformer
 			if kind == "typed" {
-				f := informers.NewSharedInformerFactory(s.Client, 0)
+				f := kube.NewSharedInformerFactory(s.Kube, 0)
 				inf = f.Core().V1().Pods().Informer()
 				f.Start(stop)
 			} else {

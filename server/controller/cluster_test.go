@@ -17,11 +17,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 
 	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller"
 )
 
@@ -47,8 +47,12 @@ func startClusterB(t testing.TB) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := informers.NewSharedInformerFactory(s.Client, 0)
-	m, err := controller.New(controller.Config{}, s.Client, meta, f, testLogger())
+	disc, err := controller.NewDiscovery(s.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := kube.NewSharedInformerFactory(s.Kube, 0)
+	m, err := controller.New(controller.Config{}, s.Kube, meta, disc, f, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,13 +11,14 @@ import (
 	"log/slog"
 
 	"golang.org/x/sync/errgroup"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller/deployment"
 	"github.com/orch-dev/orch/server/controller/endpoints"
 	"github.com/orch-dev/orch/server/controller/garbagecollector"
+	"github.com/orch-dev/orch/server/controller/internal/discover"
 	"github.com/orch-dev/orch/server/controller/internal/kit"
 	"github.com/orch-dev/orch/server/controller/namespace"
 	"github.com/orch-dev/orch/server/controller/replicaset"
@@ -58,16 +59,30 @@ type entry struct {
 
 // Manager owns the controllers and their shared event recorder.
 type Manager struct {
-	informers informers.SharedInformerFactory
+	informers *kube.SharedInformerFactory
 	events    *kit.Events
 	list      []entry
 	log       *slog.Logger
 }
 
+// Discovery reads the API's discovery documents (client-go's
+// discovery.DiscoveryInterface, its fake included, is one).
+type Discovery = discover.Source
+
+// NewDiscovery returns a Discovery reading the documents of the server of
+// c over HTTP.
+func NewDiscovery(c *rest.Config) (Discovery, error) {
+	d, err := discover.NewForConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
 // New builds every enabled controller on the shared informer factory f;
-// meta (metadata client) serves the garbage collector and the namespace
-// controller.
-func New(cfg Config, client kubernetes.Interface, meta metadata.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Manager, error) {
+// meta (metadata client) and disc (discovery) serve the garbage collector
+// and the namespace controller.
+func New(cfg Config, client kube.Interface, meta metadata.Interface, disc Discovery, f *kube.SharedInformerFactory, log *slog.Logger) (*Manager, error) {
 	m := &Manager{informers: f, events: kit.NewEvents(client, "orch-controller-manager"), log: log.With("component", "controller-manager")}
 	off := map[string]bool{}
 	for _, d := range cfg.Disabled {
@@ -105,9 +120,9 @@ func New(cfg Config, client kubernetes.Interface, meta metadata.Interface, f inf
 		{"replicaset", w(5), func() (runner, error) { return replicaset.New(cfg.ReplicaSet, client, f, log) }},
 		{"deployment", w(5), func() (runner, error) { return deployment.New(cfg.Deployment, client, f, log) }},
 		{"garbagecollector", w(5), func() (runner, error) {
-			return garbagecollector.New(cfg.GarbageCollector, client, meta, f, log)
+			return garbagecollector.New(cfg.GarbageCollector, client, meta, disc, f, log)
 		}},
-		{"namespace", w(2), func() (runner, error) { return namespace.New(cfg.Namespace, client, meta, f, log) }},
+		{"namespace", w(2), func() (runner, error) { return namespace.New(cfg.Namespace, client, meta, disc, f, log) }},
 		{"serviceaccount", w(1), func() (runner, error) { return serviceaccount.New(cfg.ServiceAccount, client, f, log) }},
 		{"endpoints", w(5), func() (runner, error) { return endpoints.New(cfg.Endpoints, client, f, log) }},
 		{"servicelb", w(1), func() (runner, error) { return servicelb.New(cfg.ServiceLB, client, f, log) }},
@@ -141,8 +156,8 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 // RunAll builds and runs every controller until ctx ends.
-func RunAll(ctx context.Context, cfg Config, client kubernetes.Interface, meta metadata.Interface, f informers.SharedInformerFactory, log *slog.Logger) error {
-	m, err := New(cfg, client, meta, f, log)
+func RunAll(ctx context.Context, cfg Config, client kube.Interface, meta metadata.Interface, disc Discovery, f *kube.SharedInformerFactory, log *slog.Logger) error {
+	m, err := New(cfg, client, meta, disc, f, log)
 	if err != nil {
 		return err
 	}

@@ -11,10 +11,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 // BenchmarkSchedule10kPods5kNodes is kube-scheduler_perf's
@@ -30,7 +30,7 @@ func BenchmarkSchedule10kPods5kNodes(b *testing.B) {
 	for it := 0; it < b.N; it++ {
 		b.StopTimer()
 		srv := apitest.Start(b)
-		cs := srv.Client
+		cs := srv.Kube
 		ctx := context.Background()
 		if err := parallel(nodes, 32, func(i int) error {
 			_, err := cs.CoreV1().Nodes().Create(ctx, testNode(nodeName(i), 4, 32, 110, nil), metav1.CreateOptions{})
@@ -51,7 +51,7 @@ func BenchmarkSchedule10kPods5kNodes(b *testing.B) {
 		// informer, so measuring adds no watch of its own.
 		var bound atomic.Int64
 		all := make(chan struct{})
-		f := informers.NewSharedInformerFactory(cs, 0)
+		f := kube.NewSharedInformerFactory(cs, 0)
 		if _, err := f.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 			UpdateFunc: func(o, n any) {
 				if o.(*corev1.Pod).Spec.NodeName == "" && n.(*corev1.Pod).Spec.NodeName != "" {

@@ -13,8 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -56,7 +56,7 @@ func testPod(ns, name string, milliCPU, memMi int64) *corev1.Pod {
 }
 
 // createNodes creates nodes through the API, the status included.
-func createNodes(tb testing.TB, cs kubernetes.Interface, nodes ...*corev1.Node) {
+func createNodes(tb testing.TB, cs kube.Interface, nodes ...*corev1.Node) {
 	tb.Helper()
 	ctx := context.Background()
 	for _, n := range nodes {
@@ -105,9 +105,9 @@ func parallel(n, workers int, fn func(i int) error) error {
 
 // startScheduler runs a scheduler with its own informer factory until the
 // test ends.
-func startScheduler(tb testing.TB, cs kubernetes.Interface, cfg Config) (*Scheduler, informers.SharedInformerFactory) {
+func startScheduler(tb testing.TB, cs kube.Interface, cfg Config) (*Scheduler, *kube.SharedInformerFactory) {
 	tb.Helper()
-	f := informers.NewSharedInformerFactory(cs, 0)
+	f := kube.NewSharedInformerFactory(cs, 0)
 	s, err := New(cfg, cs, f, quietLog())
 	if err != nil {
 		tb.Fatal(err)

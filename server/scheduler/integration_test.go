@@ -10,12 +10,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/internal/kube"
 )
 
-func createPod(t *testing.T, cs kubernetes.Interface, p *corev1.Pod) {
+func createPod(t *testing.T, cs kube.Interface, p *corev1.Pod) {
 	t.Helper()
 	p.UID = ""
 	if _, err := cs.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
@@ -24,7 +24,7 @@ func createPod(t *testing.T, cs kubernetes.Interface, p *corev1.Pod) {
 }
 
 // waitBound waits for the pod to be bound and returns its node.
-func waitBound(t *testing.T, cs kubernetes.Interface, ns, name string) string {
+func waitBound(t *testing.T, cs kube.Interface, ns, name string) string {
 	t.Helper()
 	var node string
 	waitFor(t, 20*time.Second, "pod "+name+" bound", func() (bool, error) {
@@ -39,7 +39,7 @@ func waitBound(t *testing.T, cs kubernetes.Interface, ns, name string) string {
 }
 
 // waitUnschedulable waits for PodScheduled=False and returns its message.
-func waitUnschedulable(t *testing.T, cs kubernetes.Interface, ns, name string) string {
+func waitUnschedulable(t *testing.T, cs kube.Interface, ns, name string) string {
 	t.Helper()
 	var msg string
 	waitFor(t, 20*time.Second, "pod "+name+" unschedulable", func() (bool, error) {
@@ -61,7 +61,7 @@ func waitUnschedulable(t *testing.T, cs kubernetes.Interface, ns, name string) s
 	return msg
 }
 
-func hasEvent(t *testing.T, cs kubernetes.Interface, ns, pod, reason, contains string) {
+func hasEvent(t *testing.T, cs kube.Interface, ns, pod, reason, contains string) {
 	t.Helper()
 	waitFor(t, 20*time.Second, reason+" event for "+pod, func() (bool, error) {
 		evs, err := cs.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
@@ -79,7 +79,7 @@ func hasEvent(t *testing.T, cs kubernetes.Interface, ns, pod, reason, contains s
 
 func TestUnschedulableMessageAndRetryWhenNodeAppears(t *testing.T) {
 	srv := apitest.Start(t)
-	cs := srv.Client
+	cs := srv.Kube
 	createNodes(t, cs,
 		testNode("orchtest-a", 4, 8, 110, map[string]string{"zone": "a"}),
 		testNode("orchtest-b1", 2, 8, 110, map[string]string{"zone": "b"}),
@@ -117,7 +117,7 @@ func TestUnschedulableMessageAndRetryWhenNodeAppears(t *testing.T) {
 
 func TestFilters(t *testing.T) {
 	srv := apitest.Start(t)
-	cs := srv.Client
+	cs := srv.Kube
 	cordoned := testNode("orchtest-cordoned", 4, 8, 110, map[string]string{"role": "cordoned"})
 	cordoned.Spec.Unschedulable = true
 	tainted := testNode("orchtest-tainted", 4, 8, 110, map[string]string{"role": "tainted"})
@@ -201,7 +201,7 @@ func TestFilters(t *testing.T) {
 
 func TestSpreadsReplicasOfOneOwner(t *testing.T) {
 	srv := apitest.Start(t)
-	cs := srv.Client
+	cs := srv.Kube
 	// The big node wins on free resources alone: only spreading puts one
 	// replica on each node.
 	createNodes(t, cs, testNode("orchtest-big", 64, 256, 110, nil), testNode("orchtest-s1", 4, 8, 110, nil), testNode("orchtest-s2", 4, 8, 110, nil))
@@ -223,7 +223,7 @@ func TestSpreadsReplicasOfOneOwner(t *testing.T) {
 
 func TestBurstDoesNotOverbook(t *testing.T) {
 	srv := apitest.Start(t)
-	cs := srv.Client
+	cs := srv.Kube
 	createNodes(t, cs, testNode("orchtest-n1", 2, 8, 110, nil), testNode("orchtest-n2", 2, 8, 110, nil), testNode("orchtest-n3", 2, 8, 110, nil))
 	for i := 0; i < 10; i++ {
 		createPod(t, cs, testPod("default", fmt.Sprintf("burst-%d", i), 1000, 0))

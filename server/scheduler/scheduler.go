@@ -22,15 +22,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/orch-dev/orch/internal/events"
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 // DefaultSchedulerName is the spec.schedulerName this scheduler serves.
@@ -84,7 +81,7 @@ func (c *Config) setDefaults() {
 // Scheduler is the pod scheduler.
 type Scheduler struct {
 	cfg         Config
-	client      kubernetes.Interface
+	client      kube.Interface
 	pods        cache.Indexer
 	synced      []cache.InformerSynced
 	cache       *nodeCache
@@ -100,7 +97,7 @@ type Scheduler struct {
 }
 
 // New wires a scheduler to the pod and node informers of f.
-func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Scheduler, error) {
+func New(cfg Config, client kube.Interface, f *kube.SharedInformerFactory, log *slog.Logger) (*Scheduler, error) {
 	cfg.setDefaults()
 	log = log.With("component", "scheduler")
 	s := &Scheduler{
@@ -119,7 +116,7 @@ func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFact
 	}
 	if s.recorder == nil {
 		s.broadcaster = events.NewBroadcaster()
-		s.recorder = s.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: cfg.SchedulerName})
+		s.recorder = s.broadcaster.NewRecorder(kube.Scheme(), corev1.EventSource{Component: cfg.SchedulerName})
 	}
 	podInf := f.Core().V1().Pods().Informer()
 	nodeInf := f.Core().V1().Nodes().Informer()
@@ -146,7 +143,7 @@ func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFact
 // factory (before or after Run).
 func (s *Scheduler) Run(ctx context.Context) error {
 	if s.broadcaster != nil {
-		w := s.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: s.client.CoreV1().Events("")})
+		w := s.broadcaster.StartRecordingToSink(kube.EventSink{Client: s.client.CoreV1()})
 		defer s.broadcaster.Shutdown()
 		defer w.Stop()
 	}

@@ -8,10 +8,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	core "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/orch-dev/orch/internal/kube"
+	"github.com/orch-dev/orch/internal/kube/clientgo"
 )
 
 // fixture is a scheduler over a fake clientset whose informer caches the
@@ -31,8 +33,8 @@ func newFixture(t *testing.T, nodes []*corev1.Node, pods []*corev1.Pod) *fixture
 		objs = append(objs, p.DeepCopy())
 	}
 	client := fake.NewClientset(objs...)
-	f := informers.NewSharedInformerFactory(client, 0)
-	s, err := New(Config{Recorder: record.NewFakeRecorder(100)}, client, f, quietLog())
+	f := kube.NewSharedInformerFactory(clientgo.Wrap(client), 0)
+	s, err := New(Config{Recorder: record.NewFakeRecorder(100)}, clientgo.Wrap(client), f, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,13 +19,12 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller/internal/kit"
 )
 
@@ -45,7 +44,7 @@ type Config struct {
 // Controller is the DaemonSet controller.
 type Controller struct {
 	cfg      Config
-	client   kubernetes.Interface
+	client   kube.Interface
 	dsLister appslisters.DaemonSetLister
 	crLister appslisters.ControllerRevisionLister
 	pods     corelisters.PodLister
@@ -61,7 +60,7 @@ type Controller struct {
 }
 
 // New wires the controller to the shared informers of f.
-func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
+func New(cfg Config, client kube.Interface, f *kube.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
 	if cfg.BurstReplicas <= 0 {
 		cfg.BurstReplicas = 250
 	}

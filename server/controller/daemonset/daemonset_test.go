@@ -13,10 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/scheduler"
 )
 
@@ -38,17 +37,17 @@ func node(name string, labels map[string]string) *corev1.Node {
 // cluster is an API server with the scheduler, the DaemonSet controller
 // and a stand-in kubelet that starts bound pods (Ready) and finishes
 // terminating ones.
-func cluster(t *testing.T, nodes ...*corev1.Node) kubernetes.Interface {
+func cluster(t *testing.T, nodes ...*corev1.Node) kube.Interface {
 	t.Helper()
 	srv := apitest.Start(t)
-	cs := srv.Client
+	cs := srv.Kube
 	ctx, cancel := context.WithCancel(context.Background())
 	for _, n := range nodes {
 		if _, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	f := informers.NewSharedInformerFactory(cs, 0)
+	f := kube.NewSharedInformerFactory(cs, 0)
 	sched, err := scheduler.New(scheduler.Config{}, cs, f, quiet())
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +73,7 @@ func cluster(t *testing.T, nodes ...*corev1.Node) kubernetes.Interface {
 	return cs
 }
 
-func kubelet(ctx context.Context, cs kubernetes.Interface) error {
+func kubelet(ctx context.Context, cs kube.Interface) error {
 	for ctx.Err() == nil {
 		pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 		if err == nil {
@@ -134,7 +133,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 }
 
 // podsByNode lists the DaemonSet's live pods by node.
-func podsByNode(t *testing.T, cs kubernetes.Interface, app string) map[string][]corev1.Pod {
+func podsByNode(t *testing.T, cs kube.Interface, app string) map[string][]corev1.Pod {
 	t.Helper()
 	pods, err := cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
 	if err != nil {
@@ -149,7 +148,7 @@ func podsByNode(t *testing.T, cs kubernetes.Interface, app string) map[string][]
 	return out
 }
 
-func getDS(t *testing.T, cs kubernetes.Interface, name string) *appsv1.DaemonSet {
+func getDS(t *testing.T, cs kube.Interface, name string) *appsv1.DaemonSet {
 	t.Helper()
 	ds, err := cs.AppsV1().DaemonSets("default").Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
@@ -158,7 +157,7 @@ func getDS(t *testing.T, cs kubernetes.Interface, name string) *appsv1.DaemonSet
 	return ds
 }
 
-func statusIs(t *testing.T, cs kubernetes.Interface, name string, desired, updated, available int32) func() (bool, error) {
+func statusIs(t *testing.T, cs kube.Interface, name string, desired, updated, available int32) func() (bool, error) {
 	return func() (bool, error) {
 		ds := getDS(t, cs, name)
 		s := ds.Status

@@ -14,10 +14,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	core "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/orch-dev/orch/internal/kube"
+	"github.com/orch-dev/orch/internal/kube/clientgo"
 )
 
 // fixture: the controller over a fake clientset with informer caches
@@ -26,7 +28,7 @@ type fixture struct {
 	t      *testing.T
 	client *fake.Clientset
 	c      *Controller
-	f      informers.SharedInformerFactory
+	f      *kube.SharedInformerFactory
 }
 
 func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
@@ -39,8 +41,8 @@ func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 		}
 		return false, nil, nil
 	})
-	f := informers.NewSharedInformerFactory(client, 0)
-	c, err := New(Config{Recorder: record.NewFakeRecorder(100)}, client, f, quiet())
+	f := kube.NewSharedInformerFactory(clientgo.Wrap(client), 0)
+	c, err := New(Config{Recorder: record.NewFakeRecorder(100)}, clientgo.Wrap(client), f, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,13 +19,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller/internal/kit"
 )
 
@@ -38,7 +37,7 @@ type Config struct {
 // Controller is the Deployment controller.
 type Controller struct {
 	cfg       Config
-	client    kubernetes.Interface
+	client    kube.Interface
 	dLister   appslisters.DeploymentLister
 	rsLister  appslisters.ReplicaSetLister
 	podLister corelisters.PodLister
@@ -55,7 +54,7 @@ var (
 )
 
 // New wires the controller to the shared informers of f.
-func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
+func New(cfg Config, client kube.Interface, f *kube.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
 	c := &Controller{cfg: cfg, client: client, queue: kit.NewQueue("deployment"), log: log.With("controller", "deployment"), now: time.Now}
 	if cfg.Recorder == nil {
 		c.events = kit.NewEvents(client, "deployment-controller")

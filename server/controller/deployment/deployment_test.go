@@ -18,7 +18,7 @@ import (
 
 func newFixture(t *testing.T, objs ...runtime.Object) (*fixt.Fixture, *Controller) {
 	fx := fixt.New(t, objs...)
-	c, err := New(Config{Recorder: record.NewFakeRecorder(100)}, fx.Client, fx.Informers, fx.Log)
+	c, err := New(Config{Recorder: record.NewFakeRecorder(100)}, fx.Kube, fx.Informers, fx.Log)
 	if err != nil {
 		t.Fatal(err)
 	}

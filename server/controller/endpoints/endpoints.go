@@ -21,12 +21,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller/internal/kit"
 )
 
@@ -48,7 +47,7 @@ type Config struct {
 // Controller is the Endpoints and EndpointSlice controller.
 type Controller struct {
 	cfg         Config
-	client      kubernetes.Interface
+	client      kube.Interface
 	svcLister   corelisters.ServiceLister
 	podLister   corelisters.PodLister
 	nodeLister  corelisters.NodeLister
@@ -60,7 +59,7 @@ type Controller struct {
 }
 
 // New wires the controller to the shared informers of f.
-func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
+func New(cfg Config, client kube.Interface, f *kube.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
 	if cfg.MaxEndpointsPerSlice <= 0 {
 		cfg.MaxEndpointsPerSlice = maxPerSlice
 	}

@@ -60,7 +60,7 @@ func TestSyncPublishesSliceAndEndpoints(t *testing.T) {
 		pod("noip", "", true, false),
 	}
 	fx := fixt.New(t, objs...)
-	c, err := New(Config{}, fx.Client, fx.Informers, fx.Log)
+	c, err := New(Config{}, fx.Kube, fx.Informers, fx.Log)
 	if err != nil {
 		t.Fatal(err)
 	}

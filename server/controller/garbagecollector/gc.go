@@ -16,14 +16,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller/internal/discover"
 	"github.com/orch-dev/orch/server/controller/internal/kit"
 )
@@ -74,9 +74,10 @@ func parseKey(k string) (node, bool) {
 // Controller is the garbage collector.
 type Controller struct {
 	cfg    Config
-	client kubernetes.Interface
+	client kube.Interface
 	meta   metadata.Interface
-	typed  informers.SharedInformerFactory
+	disc   discover.Source
+	typed  *kube.SharedInformerFactory
 	log    *slog.Logger
 	queue  kit.Queue
 
@@ -87,10 +88,14 @@ type Controller struct {
 	dependents map[types.UID]map[types.UID]node // owner -> dependents
 }
 
-// New makes the collector; informers are set up from discovery in Run.
-func New(cfg Config, client kubernetes.Interface, meta metadata.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
+// New makes the collector; informers are set up from discovery (disc) in
+// Run.
+func New(cfg Config, client kube.Interface, meta metadata.Interface, disc discover.Source, f *kube.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
 	if meta == nil {
 		return nil, fmt.Errorf("garbagecollector: a metadata client is required")
+	}
+	if disc == nil {
+		return nil, fmt.Errorf("garbagecollector: a discovery client is required")
 	}
 	if cfg.Typed == nil {
 		cfg.Typed = DefaultTyped
@@ -99,7 +104,7 @@ func New(cfg Config, client kubernetes.Interface, meta metadata.Interface, f inf
 		cfg.Ignored = defaultIgnored
 	}
 	return &Controller{
-		cfg: cfg, client: client, meta: meta, typed: f, log: log.With("controller", "garbagecollector"),
+		cfg: cfg, client: client, meta: meta, disc: disc, typed: f, log: log.With("controller", "garbagecollector"),
 		queue:  kit.NewQueue("garbagecollector"),
 		stores: map[schema.GroupVersionResource]cache.Store{}, uids: map[types.UID]node{},
 		dependents: map[types.UID]map[types.UID]node{},
@@ -133,7 +138,7 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	for _, g := range c.cfg.Ignored {
 		ignored[g] = true
 	}
-	mf := metadatainformer.NewSharedInformerFactoryWithOptions(c.meta, 0, metadatainformer.WithTransform(dropManagedFields))
+	var metaInformers []cache.SharedIndexInformer
 	var synced []cache.InformerSynced
 	for _, r := range res.Preferred {
 		if ignored[r.GVR.GroupResource()] || !r.Has("list", "watch", "delete") {
@@ -141,13 +146,14 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 		}
 		var inf cache.SharedIndexInformer
 		if typed[r.GVR] {
-			gi, err := c.typed.ForResource(r.GVR)
+			ti, err := c.typed.ForResource(r.GVR)
 			if err != nil {
 				return fmt.Errorf("garbagecollector: typed informer for %s: %w", r.GVR, err)
 			}
-			inf = gi.Informer()
+			inf = ti
 		} else {
-			inf = mf.ForResource(r.GVR).Informer()
+			inf = c.metadataInformer(r.GVR)
+			metaInformers = append(metaInformers, inf)
 		}
 		gvr := r.GVR
 		c.stores[gvr] = inf.GetStore()
@@ -160,9 +166,13 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 		}
 		synced = append(synced, inf.HasSynced)
 	}
-	mf.Start(ctx.Done())
+	var wg sync.WaitGroup
+	// Wait for the metadata informers to stop (ctx has ended) on return.
+	defer wg.Wait()
+	for _, inf := range metaInformers {
+		wg.Go(func() { inf.RunWithContext(ctx) })
+	}
 	c.typed.Start(ctx.Done())
-	defer mf.Shutdown()
 	if err := kit.WaitForSync(ctx, "garbagecollector", synced...); err != nil {
 		c.queue.ShutDown()
 		return err
@@ -172,9 +182,30 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	return nil
 }
 
+// metadataInformer is an informer of the metadata of gvr's objects (what
+// client-go's metadatainformer makes; that package links client-go's
+// informer factory of every built-in API group).
+func (c *Controller) metadataInformer(gvr schema.GroupVersionResource) cache.SharedIndexInformer {
+	rc := c.meta.Resource(gvr)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return rc.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return rc.Watch(ctx, o)
+		},
+	}
+	inf := cache.NewSharedIndexInformerWithOptions(lw, &metav1.PartialObjectMetadata{}, cache.SharedIndexInformerOptions{
+		Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+	})
+	// Only fails once the informer runs; it has not started.
+	_ = inf.SetTransform(dropManagedFields)
+	return inf
+}
+
 func (c *Controller) discover(ctx context.Context) (*discover.Map, error) {
 	for {
-		m, err := discover.Load(c.client.Discovery())
+		m, err := discover.Load(c.disc)
 		if err == nil {
 			return m, nil
 		}

@@ -16,6 +16,7 @@ import (
 	core "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/orch-dev/orch/internal/kube/clientgo"
 	"github.com/orch-dev/orch/server/controller/internal/discover"
 )
 
@@ -41,7 +42,8 @@ func newGC(t *testing.T, cached []*metav1.PartialObjectMetadata, live ...runtime
 	scheme.AddKnownTypeWithName(rsGVR.GroupVersion().WithKind("ReplicaSet"), &metav1.PartialObjectMetadata{})
 	scheme.AddKnownTypeWithName(podGVR.GroupVersion().WithKind("Pod"), &metav1.PartialObjectMetadata{})
 	meta := metafake.NewSimpleMetadataClient(scheme, live...)
-	c, err := New(Config{}, fake.NewClientset(), meta, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cs := fake.NewClientset()
+	c, err := New(Config{}, clientgo.Wrap(cs), meta, cs.Discovery(), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,12 +16,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller/internal/discover"
 	"github.com/orch-dev/orch/server/controller/internal/kit"
 )
@@ -36,8 +35,9 @@ type Config struct {
 // Controller is the namespace controller.
 type Controller struct {
 	cfg      Config
-	client   kubernetes.Interface
+	client   kube.Interface
 	meta     metadata.Interface
+	disc     discover.Source
 	nsLister corelisters.NamespaceLister
 	synced   cache.InformerSynced
 	queue    kit.Queue
@@ -53,16 +53,20 @@ const (
 	CondFinalizersLeft  = corev1.NamespaceFinalizersRemaining
 )
 
-// New wires the controller to the shared namespace informer.
-func New(cfg Config, client kubernetes.Interface, meta metadata.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
+// New wires the controller to the shared namespace informer; disc lists
+// the resources to empty a namespace of.
+func New(cfg Config, client kube.Interface, meta metadata.Interface, disc discover.Source, f *kube.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
 	if meta == nil {
 		return nil, fmt.Errorf("namespace: a metadata client is required")
+	}
+	if disc == nil {
+		return nil, fmt.Errorf("namespace: a discovery client is required")
 	}
 	if cfg.Recheck <= 0 {
 		cfg.Recheck = 2 * time.Second
 	}
 	inf := f.Core().V1().Namespaces()
-	c := &Controller{cfg: cfg, client: client, meta: meta, nsLister: inf.Lister(), synced: inf.Informer().HasSynced,
+	c := &Controller{cfg: cfg, client: client, meta: meta, disc: disc, nsLister: inf.Lister(), synced: inf.Informer().HasSynced,
 		queue: kit.NewQueue("namespace"), log: log.With("controller", "namespace"), now: time.Now}
 	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueue,
@@ -100,7 +104,7 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 	if !hasKubernetesFinalizer(ns) {
 		return nil
 	}
-	res, derr := discover.Load(c.client.Discovery())
+	res, derr := discover.Load(c.disc)
 	if derr != nil {
 		c.setConditions(ctx, ns, map[corev1.NamespaceConditionType]string{CondDiscoveryFailed: derr.Error()})
 		return fmt.Errorf("namespace %s: %w", name, derr)

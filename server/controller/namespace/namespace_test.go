@@ -37,7 +37,7 @@ func setup(t *testing.T, content ...runtime.Object) (*fixt.Fixture, *metafake.Fa
 	scheme.AddKnownTypeWithName(cmGVR.GroupVersion().WithKind("ConfigMap"), &metav1.PartialObjectMetadata{})
 	scheme.AddKnownTypeWithName(cmGVR.GroupVersion().WithKind("ConfigMapList"), &metav1.PartialObjectMetadataList{})
 	meta := metafake.NewSimpleMetadataClient(scheme, content...)
-	c, err := New(Config{}, fx.Client, meta, fx.Informers, fx.Log)
+	c, err := New(Config{}, fx.Kube, meta, fx.Client.Discovery(), fx.Informers, fx.Log)
 	if err != nil {
 		t.Fatal(err)
 	}

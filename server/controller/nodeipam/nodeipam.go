@@ -22,12 +22,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller/internal/kit"
 )
 
@@ -47,7 +46,7 @@ type Config struct {
 // Controller is the node IPAM controller.
 type Controller struct {
 	cfg    Config
-	client kubernetes.Interface
+	client kube.Interface
 	nodes  corelisters.NodeLister
 	synced cache.InformerSynced
 	queue  kit.Queue
@@ -62,7 +61,7 @@ type Controller struct {
 }
 
 // New wires the controller to the Node informer of f.
-func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
+func New(cfg Config, client kube.Interface, f *kube.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
 	if cfg.NodeMaskSize == 0 {
 		cfg.NodeMaskSize = 24
 	}

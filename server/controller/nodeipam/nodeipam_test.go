@@ -11,18 +11,17 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func start(t *testing.T, client kubernetes.Interface, cidr string) context.CancelFunc {
+func start(t *testing.T, client kube.Interface, cidr string) context.CancelFunc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	f := informers.NewSharedInformerFactory(client, 0)
+	f := kube.NewSharedInformerFactory(client, 0)
 	c, err := New(Config{ClusterCIDR: netip.MustParsePrefix(cidr)}, client, f, discard())
 	if err != nil {
 		t.Fatal(err)
@@ -35,14 +34,14 @@ func start(t *testing.T, client kubernetes.Interface, cidr string) context.Cance
 	return stop
 }
 
-func createNode(t *testing.T, client kubernetes.Interface, name string) {
+func createNode(t *testing.T, client kube.Interface, name string) {
 	t.Helper()
 	if _, err := client.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func waitCIDRs(t *testing.T, client kubernetes.Interface, want int) map[string]string {
+func waitCIDRs(t *testing.T, client kube.Interface, want int) map[string]string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -71,11 +70,11 @@ func waitCIDRs(t *testing.T, client kubernetes.Interface, want int) map[string]s
 
 func TestAssignsDistinctSubnetsAndRebuilds(t *testing.T) {
 	api := apitest.Start(t)
-	stop := start(t, api.Client, "10.42.0.0/16")
+	stop := start(t, api.Kube, "10.42.0.0/16")
 	for i := range 5 {
-		createNode(t, api.Client, fmt.Sprintf("n%d", i))
+		createNode(t, api.Kube, fmt.Sprintf("n%d", i))
 	}
-	got := waitCIDRs(t, api.Client, 5)
+	got := waitCIDRs(t, api.Kube, 5)
 	seen := map[string]bool{}
 	for n, c := range got {
 		p := netip.MustParsePrefix(c)
@@ -89,9 +88,9 @@ func TestAssignsDistinctSubnetsAndRebuilds(t *testing.T) {
 	}
 	// A restarted controller must not hand out a range that is on a Node.
 	stop()
-	start(t, api.Client, "10.42.0.0/16")
-	createNode(t, api.Client, "late")
-	got = waitCIDRs(t, api.Client, 6)
+	start(t, api.Kube, "10.42.0.0/16")
+	createNode(t, api.Kube, "late")
+	got = waitCIDRs(t, api.Kube, 6)
 	if seen[got["late"]] {
 		t.Fatalf("restarted allocator reused %s", got["late"])
 	}
@@ -99,15 +98,15 @@ func TestAssignsDistinctSubnetsAndRebuilds(t *testing.T) {
 
 func TestExhaustedThenReleased(t *testing.T) {
 	api := apitest.Start(t)
-	start(t, api.Client, "10.99.0.0/23") // two /24s
-	createNode(t, api.Client, "a")
-	createNode(t, api.Client, "b")
-	waitCIDRs(t, api.Client, 2)
-	createNode(t, api.Client, "c")
+	start(t, api.Kube, "10.99.0.0/23") // two /24s
+	createNode(t, api.Kube, "a")
+	createNode(t, api.Kube, "b")
+	waitCIDRs(t, api.Kube, 2)
+	createNode(t, api.Kube, "c")
 	ctx := context.Background()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ev, err := api.Client.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+		ev, err := api.Kube.CoreV1().Events("").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,13 +124,13 @@ func TestExhaustedThenReleased(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n, _ := api.Client.CoreV1().Nodes().Get(ctx, "c", metav1.GetOptions{}); n.Spec.PodCIDR != "" {
+	if n, _ := api.Kube.CoreV1().Nodes().Get(ctx, "c", metav1.GetOptions{}); n.Spec.PodCIDR != "" {
 		t.Fatalf("node c got %s from an exhausted range", n.Spec.PodCIDR)
 	}
-	if err := api.Client.CoreV1().Nodes().Delete(ctx, "a", metav1.DeleteOptions{}); err != nil {
+	if err := api.Kube.CoreV1().Nodes().Delete(ctx, "a", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	got := waitCIDRs(t, api.Client, 2)
+	got := waitCIDRs(t, api.Kube, 2)
 	if got["c"] == "" || got["c"] == got["b"] {
 		t.Fatalf("after release: %v", got)
 	}
@@ -139,14 +138,14 @@ func TestExhaustedThenReleased(t *testing.T) {
 
 func TestBadConfig(t *testing.T) {
 	api := apitest.Start(t)
-	f := informers.NewSharedInformerFactory(api.Client, 0)
+	f := kube.NewSharedInformerFactory(api.Kube, 0)
 	for _, c := range []Config{
 		{},
 		{ClusterCIDR: netip.MustParsePrefix("10.42.0.1/16")},
 		{ClusterCIDR: netip.MustParsePrefix("10.42.0.0/25")},
 		{ClusterCIDR: netip.MustParsePrefix("fd00::/64")},
 	} {
-		if _, err := New(c, api.Client, f, discard()); err == nil {
+		if _, err := New(c, api.Kube, f, discard()); err == nil {
 			t.Errorf("config %+v accepted", c)
 		}
 	}

@@ -22,13 +22,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	coordlisters "k8s.io/client-go/listers/coordination/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller/internal/kit"
 )
 
@@ -54,7 +53,7 @@ type Config struct {
 // Controller is the node lifecycle controller.
 type Controller struct {
 	cfg       Config
-	client    kubernetes.Interface
+	client    kube.Interface
 	nodes     corelisters.NodeLister
 	leases    coordlisters.LeaseLister
 	pods      corelisters.PodLister
@@ -81,7 +80,7 @@ type probe struct {
 }
 
 // New wires the controller to the node, lease and pod informers of f.
-func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
+func New(cfg Config, client kube.Interface, f *kube.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
 	if cfg.GracePeriod <= 0 {
 		cfg.GracePeriod = 40 * time.Second
 	}

@@ -13,11 +13,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -44,7 +43,7 @@ func boundPod(name, node string, tols ...corev1.Toleration) *corev1.Pod {
 }
 
 // heartbeat is what the agent does: renew the Lease and the Ready condition.
-func heartbeat(t *testing.T, cs kubernetes.Interface, name string, ready corev1.ConditionStatus) {
+func heartbeat(t *testing.T, cs kube.Interface, name string, ready corev1.ConditionStatus) {
 	t.Helper()
 	ctx := context.Background()
 	now := metav1.NowMicro()
@@ -88,17 +87,17 @@ func heartbeat(t *testing.T, cs kubernetes.Interface, name string, ready corev1.
 	}
 }
 
-func setup(t *testing.T, cfg Config, nodes ...string) kubernetes.Interface {
+func setup(t *testing.T, cfg Config, nodes ...string) *apitest.Server {
 	t.Helper()
 	srv := apitest.Start(t)
-	cs := srv.Client
+	cs := srv.Kube
 	for _, n := range nodes {
 		if _, err := cs.CoreV1().Nodes().Create(context.Background(), readyNode(n), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		heartbeat(t, cs, n, corev1.ConditionTrue)
 	}
-	f := informers.NewSharedInformerFactory(cs, 0)
+	f := kube.NewSharedInformerFactory(cs, 0)
 	c, err := New(cfg, cs, f, quiet())
 	if err != nil {
 		t.Fatal(err)
@@ -114,10 +113,10 @@ func setup(t *testing.T, cfg Config, nodes ...string) kubernetes.Interface {
 		}
 		f.Shutdown()
 	})
-	return cs
+	return srv
 }
 
-func createPods(t *testing.T, cs kubernetes.Interface, pods ...*corev1.Pod) {
+func createPods(t *testing.T, cs kube.Interface, pods ...*corev1.Pod) {
 	t.Helper()
 	for _, p := range pods {
 		if _, err := cs.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
@@ -153,7 +152,7 @@ func hasTaint(n *corev1.Node, key string, effect corev1.TaintEffect) bool {
 	return false
 }
 
-func nodeState(t *testing.T, cs kubernetes.Interface, name string, cond func(*corev1.Node) bool) func() (bool, error) {
+func nodeState(t *testing.T, cs kube.Interface, name string, cond func(*corev1.Node) bool) func() (bool, error) {
 	return func() (bool, error) {
 		n, err := cs.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
@@ -163,7 +162,7 @@ func nodeState(t *testing.T, cs kubernetes.Interface, name string, cond func(*co
 	}
 }
 
-func gone(cs kubernetes.Interface, name string) func() (bool, error) {
+func gone(cs kube.Interface, name string) func() (bool, error) {
 	return func() (bool, error) {
 		_, err := cs.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -174,7 +173,7 @@ func gone(cs kubernetes.Interface, name string) func() (bool, error) {
 }
 
 func TestLeaseExpiryTaintsAndEvicts(t *testing.T) {
-	cs := setup(t, Config{GracePeriod: time.Second, MonitorPeriod: 100 * time.Millisecond}, "orchtest-nl-1")
+	cs := setup(t, Config{GracePeriod: time.Second, MonitorPeriod: 100 * time.Millisecond}, "orchtest-nl-1").Kube
 	two := int64(2)
 	createPods(t, cs,
 		boundPod("short", "orchtest-nl-1", corev1.Toleration{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: &two}),
@@ -238,7 +237,7 @@ func TestLeaseExpiryTaintsAndEvicts(t *testing.T) {
 }
 
 func TestNotReadyConditionsAndCordonTaints(t *testing.T) {
-	cs := setup(t, Config{GracePeriod: time.Minute, MonitorPeriod: 100 * time.Millisecond}, "orchtest-nl-2")
+	cs := setup(t, Config{GracePeriod: time.Minute, MonitorPeriod: 100 * time.Millisecond}, "orchtest-nl-2").Kube
 	heartbeat(t, cs, "orchtest-nl-2", corev1.ConditionFalse)
 	waitFor(t, 5*time.Second, "not-ready taints", nodeState(t, cs, "orchtest-nl-2", func(n *corev1.Node) bool {
 		return hasTaint(n, corev1.TaintNodeNotReady, corev1.TaintEffectNoExecute) && hasTaint(n, corev1.TaintNodeNotReady, corev1.TaintEffectNoSchedule)
@@ -260,7 +259,8 @@ func TestNotReadyConditionsAndCordonTaints(t *testing.T) {
 }
 
 func TestPodsOfDeletedNodeRemovedAndDrainEvicts(t *testing.T) {
-	cs := setup(t, Config{GracePeriod: time.Minute, MonitorPeriod: 100 * time.Millisecond}, "orchtest-nl-3", "orchtest-nl-4")
+	srv := setup(t, Config{GracePeriod: time.Minute, MonitorPeriod: 100 * time.Millisecond}, "orchtest-nl-3", "orchtest-nl-4")
+	cs := srv.Kube
 	createPods(t, cs, boundPod("orphan", "orchtest-nl-3"), boundPod("drained", "orchtest-nl-4"), boundPod("stays", "orchtest-nl-4"))
 	if err := cs.CoreV1().Nodes().Delete(context.Background(), "orchtest-nl-3", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -268,7 +268,7 @@ func TestPodsOfDeletedNodeRemovedAndDrainEvicts(t *testing.T) {
 	waitFor(t, 10*time.Second, "orphan removed", gone(cs, "orphan"))
 
 	// kubectl drain: the eviction subresource through client-go.
-	err := cs.PolicyV1().Evictions("default").Evict(context.Background(), &policyv1.Eviction{
+	err := srv.Client.PolicyV1().Evictions("default").Evict(context.Background(), &policyv1.Eviction{
 		ObjectMeta: metav1.ObjectMeta{Name: "drained", Namespace: "default"},
 	})
 	if err != nil {

@@ -20,13 +20,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller/internal/kit"
 )
 
@@ -41,7 +40,7 @@ type Config struct {
 // Controller is the ReplicaSet controller.
 type Controller struct {
 	cfg       Config
-	client    kubernetes.Interface
+	client    kube.Interface
 	rsLister  appslisters.ReplicaSetLister
 	podLister corelisters.PodLister
 	synced    []cache.InformerSynced
@@ -55,7 +54,7 @@ type Controller struct {
 var controllerKind = appsv1.SchemeGroupVersion.WithKind("ReplicaSet")
 
 // New wires the controller to the shared informers of f.
-func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
+func New(cfg Config, client kube.Interface, f *kube.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
 	if cfg.BurstReplicas <= 0 {
 		cfg.BurstReplicas = 500
 	}

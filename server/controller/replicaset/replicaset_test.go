@@ -29,7 +29,7 @@ type fixture struct {
 func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 	fx := fixt.New(t, objs...)
 	rec := record.NewFakeRecorder(100)
-	c, err := New(Config{Recorder: rec}, fx.Client, fx.Informers, fx.Log)
+	c, err := New(Config{Recorder: rec}, fx.Kube, fx.Informers, fx.Log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,11 +10,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller/internal/kit"
 )
 
@@ -27,7 +26,7 @@ type Config struct {
 // Controller is the ServiceAccount controller.
 type Controller struct {
 	cfg      Config
-	client   kubernetes.Interface
+	client   kube.Interface
 	nsLister corelisters.NamespaceLister
 	saLister corelisters.ServiceAccountLister
 	synced   []cache.InformerSynced
@@ -36,7 +35,7 @@ type Controller struct {
 }
 
 // New wires the controller to the shared informers of f.
-func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
+func New(cfg Config, client kube.Interface, f *kube.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
 	if len(cfg.Names) == 0 {
 		cfg.Names = []string{"default"}
 	}

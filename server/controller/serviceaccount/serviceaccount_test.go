@@ -17,7 +17,7 @@ func TestEnsuresDefaultAccount(t *testing.T) {
 	has := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "h"}, Status: corev1.NamespaceStatus{Phase: corev1.NamespaceActive}}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "h"}}
 	fx := fixt.New(t, active, terminating, has, sa)
-	c, err := New(Config{}, fx.Client, fx.Informers, fx.Log)
+	c, err := New(Config{}, fx.Kube, fx.Informers, fx.Log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,11 +15,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server/controller/internal/kit"
 )
 
@@ -33,7 +32,7 @@ type Config struct {
 // Controller is the ServiceLB status controller.
 type Controller struct {
 	cfg        Config
-	client     kubernetes.Interface
+	client     kube.Interface
 	svcLister  corelisters.ServiceLister
 	nodeLister corelisters.NodeLister
 	synced     []cache.InformerSynced
@@ -42,7 +41,7 @@ type Controller struct {
 }
 
 // New wires the controller to the shared informers of f.
-func New(cfg Config, client kubernetes.Interface, f informers.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
+func New(cfg Config, client kube.Interface, f *kube.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
 	if cfg.NodeSelector == nil {
 		cfg.NodeSelector = labels.Everything()
 	}

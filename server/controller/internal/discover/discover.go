@@ -8,8 +8,15 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/discovery"
 )
+
+// Source reads the API's discovery documents: the methods of client-go's
+// discovery.DiscoveryInterface that Load uses (its fake serves tests),
+// implemented for the server by Client.
+type Source interface {
+	ServerGroupsAndResources() ([]*metav1.APIGroup, []*metav1.APIResourceList, error)
+	ServerPreferredResources() ([]*metav1.APIResourceList, error)
+}
 
 // Resource is one served resource.
 type Resource struct {
@@ -45,7 +52,7 @@ type Map struct {
 }
 
 // Load reads the API's discovery documents.
-func Load(d discovery.DiscoveryInterface) (*Map, error) {
+func Load(d Source) (*Map, error) {
 	_, lists, err := d.ServerGroupsAndResources()
 	if err != nil {
 		return nil, fmt.Errorf("discovery: %w", err)
