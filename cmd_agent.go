@@ -15,13 +15,13 @@ import (
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/orch-dev/orch/agent"
 	"github.com/orch-dev/orch/agent/podnet"
 	"github.com/orch-dev/orch/dns"
 	"github.com/orch-dev/orch/internal/cli"
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/netproxy"
 	"github.com/orch-dev/orch/server/tunnel"
 )
@@ -81,7 +81,7 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			client, err := kubernetes.NewForConfig(rc)
+			client, err := kube.NewForConfig(rc)
 			if err != nil {
 				return fmt.Errorf("agent: client: %w", err)
 			}

@@ -18,22 +18,19 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/orch-dev/orch/internal/events"
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/runtime"
 )
 
 // Agent is the node agent.
 type Agent struct {
 	cfg     Config
-	client  kubernetes.Interface
+	client  kube.Interface
 	rt      Runtime
 	images  Images
 	netFac  NetworkFactory
@@ -43,8 +40,8 @@ type Agent struct {
 	broadcaster record.EventBroadcaster
 	recorder    record.EventRecorder
 
-	podFactory informers.SharedInformerFactory
-	svcFactory informers.SharedInformerFactory
+	podFactory *kube.SharedInformerFactory
+	svcFactory *kube.SharedInformerFactory
 	pods       corelisters.PodLister
 	services   corelisters.ServiceLister
 	synced     []cache.InformerSynced
@@ -76,7 +73,7 @@ func (a *Agent) step(pod *corev1.Pod, name string, t0 time.Time) time.Time {
 // New makes an agent for the node cfg.NodeName talking to the cluster
 // through client (the in-process client inside `orch server`, the node's
 // client-certificate one in `orch agent`).
-func New(cfg Config, client kubernetes.Interface, deps Deps, log *slog.Logger) (*Agent, error) {
+func New(cfg Config, client kube.Interface, deps Deps, log *slog.Logger) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -87,11 +84,11 @@ func New(cfg Config, client kubernetes.Interface, deps Deps, log *slog.Logger) (
 		log: log.With("component", "agent", "node", cfg.NodeName), workers: map[types.UID]*podWorker{},
 		backoff: backoff{base: cfg.BackoffBase, max: cfg.BackoffMax, reset: cfg.BackoffReset}}
 	a.broadcaster = events.NewBroadcaster()
-	a.recorder = a.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: cfg.NodeName})
-	a.podFactory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	a.recorder = a.broadcaster.NewRecorder(kube.Scheme(), corev1.EventSource{Component: "kubelet", Host: cfg.NodeName})
+	a.podFactory = kube.NewSharedInformerFactory(client, 0, kube.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 	}))
-	a.svcFactory = informers.NewSharedInformerFactory(client, 0)
+	a.svcFactory = kube.NewSharedInformerFactory(client, 0)
 	podInf, svcInf := a.podFactory.Core().V1().Pods(), a.svcFactory.Core().V1().Services()
 	a.pods, a.services = podInf.Lister(), svcInf.Lister()
 	a.synced = []cache.InformerSynced{podInf.Informer().HasSynced, svcInf.Informer().HasSynced}
@@ -113,7 +110,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.podDataDir(), 0o750); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	sink := a.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
+	sink := a.broadcaster.StartRecordingToSink(kube.EventSink{Client: a.client.CoreV1()})
 	defer a.broadcaster.Shutdown()
 	defer sink.Stop()
 	g, ctx := errgroup.WithContext(ctx)
@@ -306,7 +303,7 @@ func (a *Agent) hostIPStrings() []string { return addrStrings(a.cfg.NodeIPs) }
 // apiObjects reads ConfigMaps and Secrets straight from the API.
 type apiObjects struct {
 	ctx    context.Context
-	client kubernetes.Interface
+	client kube.Interface
 }
 
 func (o apiObjects) ConfigMap(ns, name string) (*corev1.ConfigMap, error) {

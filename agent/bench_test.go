@@ -22,9 +22,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/runtime"
 	"github.com/orch-dev/orch/runtime/image"
 )
@@ -274,7 +274,7 @@ const childAgentEnv = "ORCHTEST_AGENT_CHILD"
 func runChildAgent() int {
 	host, node, dir := os.Getenv("ORCHTEST_API"), os.Getenv("ORCHTEST_NODE"), os.Getenv("ORCHTEST_DIR")
 	log := discardLog()
-	client, err := kubernetes.NewForConfig(&rest.Config{Host: host, QPS: 50, Burst: 100})
+	client, err := kube.NewForConfig(&rest.Config{Host: host, QPS: 50, Burst: 100})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

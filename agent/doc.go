@@ -5,7 +5,7 @@
 // init and app containers with restart back-off, probes, lifecycle hooks,
 // graceful deletion — reporting their status and events through the API.
 //
-// The agent talks to the control plane only through a client-go client it
+// The agent talks to the control plane only through a kube client it
 // is given: `orch agent` builds one from the credentials [Join] obtains,
 // `orch server` passes its in-process one. When the API server is away the
 // agent keeps its pods running: nothing is stopped because of an API error,

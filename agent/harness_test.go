@@ -25,9 +25,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/internal/syncbuf"
 	"github.com/orch-dev/orch/internal/testimage"
 	"github.com/orch-dev/orch/runtime"
@@ -164,7 +164,7 @@ const testImage = "docker.io/library/busybox:orchtest"
 type harness struct {
 	t      testing.TB
 	api    *apitest.Server
-	client kubernetes.Interface
+	client kube.Interface
 	rt     *runtime.Runtime
 	images *image.Store
 	base   string
@@ -206,7 +206,7 @@ func newHarnessHook(t testing.TB, mutate func(*Config), stepHook func(*corev1.Po
 	}
 	h := &harness{t: t, api: apitest.Start(t), base: t.TempDir(), node: "orchtest-" + randHex(3), cgroot: "/orchtest-agent-" + randHex(4),
 		stepHook: stepHook}
-	h.client = h.api.Client
+	h.client = h.api.Kube
 	log := discardLog()
 	if os.Getenv("ORCHTEST_VERBOSE") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -246,8 +246,8 @@ func newHarnessHook(t testing.TB, mutate func(*Config), stepHook func(*corev1.Po
 	}
 	// The server side: node pod CIDRs.
 	ctx, cancel := context.WithCancel(context.Background())
-	f := informers.NewSharedInformerFactory(h.client, 0)
-	ipam, err := nodeipam.New(nodeipam.Config{ClusterCIDR: netip.MustParsePrefix("10.42.0.0/16")}, h.client, f, log)
+	f := informers.NewSharedInformerFactory(h.api.Client, 0)
+	ipam, err := nodeipam.New(nodeipam.Config{ClusterCIDR: netip.MustParsePrefix("10.42.0.0/16")}, h.api.Client, f, log)
 	if err != nil {
 		t.Fatal(err)
 	}

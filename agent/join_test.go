@@ -16,10 +16,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/orch-dev/orch/agent"
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/server"
 	"github.com/orch-dev/orch/server/pki"
 )
@@ -96,7 +96,7 @@ func TestJoin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := kube.NewForConfig(rc)
 	if err != nil {
 		t.Fatal(err)
 	}

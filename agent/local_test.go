@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/orch-dev/orch/internal/kube/clientgo"
 	"github.com/orch-dev/orch/internal/testimage"
 	"github.com/orch-dev/orch/runtime/image"
 )
@@ -79,7 +80,7 @@ func TestPreloadedResolveWaitsForStartupImport(t *testing.T) {
 // retries soon, quietly); once it exists the Lease is created owned by it.
 func TestLeaseWaitsForItsNode(t *testing.T) {
 	cs := fake.NewClientset()
-	a := &Agent{cfg: Config{NodeName: "n1", LeaseDuration: 40 * time.Second}, client: cs}
+	a := &Agent{cfg: Config{NodeName: "n1", LeaseDuration: 40 * time.Second}, client: clientgo.Wrap(cs)}
 	leases := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
 	ctx := context.Background()
 	if _, err := a.renewLease(ctx, leases, nil); !errors.Is(err, errNoLeaseOwner) {

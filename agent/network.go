@@ -14,10 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/orch-dev/orch/agent/podnet"
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 // PeerNetwork is a Network that connects this node to the others: the
@@ -86,7 +86,7 @@ func (p *podnetNetwork) SetNodes(nodes []*corev1.Node) error {
 // runPeers publishes the network's annotations on this Node and feeds it
 // every Node while ctx lasts.
 func (a *Agent) runPeers(ctx context.Context, pn PeerNetwork) {
-	f := informers.NewSharedInformerFactory(a.client, 0)
+	f := kube.NewSharedInformerFactory(a.client, 0)
 	inf := f.Core().V1().Nodes()
 	kick := make(chan struct{}, 1)
 	poke := func(any) {

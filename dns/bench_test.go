@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/orch-dev/orch/dns/cluster"
+	"github.com/orch-dev/orch/internal/kube/clientgo"
 )
 
 // freeAddr returns a loopback address and port free for both UDP and TCP.
@@ -124,7 +125,7 @@ func BenchmarkQuery(b *testing.B) {
 		if err := os.WriteFile(rc, nil, 0o644); err != nil {
 			b.Fatal(err)
 		}
-		srv, err := New(Config{Addrs: []netip.Addr{ip}, Port: port, Interface: "-", ResolvConf: rc}, cs, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		srv, err := New(Config{Addrs: []netip.Addr{ip}, Port: port, Interface: "-", ResolvConf: rc}, clientgo.Wrap(cs), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -187,7 +188,9 @@ func BenchmarkMemory10kServices(b *testing.B) {
 		x := cluster.NewIndex()
 		fctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- cluster.NewFeed(cs, x, slog.New(slog.NewTextHandler(io.Discard, nil))).Run(fctx) }()
+		go func() {
+			done <- cluster.NewFeed(clientgo.Wrap(cs), x, slog.New(slog.NewTextHandler(io.Discard, nil))).Run(fctx)
+		}()
 		for !x.Synced() || x.Len() < n {
 			time.Sleep(10 * time.Millisecond)
 		}

@@ -70,7 +70,7 @@ func TestCacheEndToEnd(t *testing.T) {
 	ns := testNS(t)
 	seen := countingStub(t, stubIP)
 	api := apitest.Start(t)
-	create(t, api.Client.CoreV1().ConfigMaps("kube-system").Create, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns-custom", Namespace: "kube-system"},
+	create(t, api.Kube.CoreV1().ConfigMaps("kube-system").Create, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns-custom", Namespace: "kube-system"},
 		Data: map[string]string{"corp.server": "corp.example:53 {\n  forward . " + stubIP + "\n  cache 30 {\n    success 100 20\n    denial 100\n    servfail 0\n  }\n}"}})
 	h := start(t, ns, api, Config{ResolvConf: resolvConf(t, stubIP)})
 	if !strings.Contains(h.srv.Corefile(), "    cache 30\n") {
@@ -121,7 +121,7 @@ func TestCacheEndToEnd(t *testing.T) {
 	if r := h.mustExchange(t, "udp", name, mdns.TypeA); r.Rcode != mdns.RcodeNameError {
 		t.Fatalf("%s before the Service: %v", name, r)
 	}
-	create(t, api.Client.CoreV1().Services("default").Create, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: "default"},
+	create(t, api.Kube.CoreV1().Services("default").Create, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: "default"},
 		Spec: corev1.ServiceSpec{ClusterIP: "10.43.0.77", Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/orch-dev/orch/internal/kube/clientgo"
 )
 
 func TestCorefile(t *testing.T) {
@@ -77,7 +79,7 @@ func TestUpstreams(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cs := fake.NewClientset()
+	cs := clientgo.Wrap(fake.NewClientset())
 	for name, cfg := range map[string]Config{
 		"domain": {Domain: "bad..domain"},
 		"port":   {Port: 70000},

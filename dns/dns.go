@@ -1,9 +1,10 @@
 // Package dns runs CoreDNS inside the orch process on every node: the cluster
-// records plugin (package cluster, fed by client-go informers), forwarding to
-// the node's upstream resolvers, a cache for upstream answers, forwarding-loop
-// detection, errors and health, plus the stanzas users add through the
-// kube-system/coredns-custom ConfigMap (reloaded on change). It listens on the
-// cluster DNS address held by a local dummy interface.
+// records plugin (package cluster, fed by client-go reflectors over orch's
+// kube client), forwarding to the node's upstream resolvers, a cache for
+// upstream answers, forwarding-loop detection, errors and health, plus the
+// stanzas users add through the kube-system/coredns-custom ConfigMap
+// (reloaded on change). It listens on the cluster DNS address held by a
+// local dummy interface.
 //
 // Only CoreDNS's core/dnsserver and a handful of plugins are linked; see
 // plugins.go for how CoreDNS's process-wide state is set once.
@@ -25,12 +26,12 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/orch-dev/orch/dns/cluster"
 	"github.com/orch-dev/orch/dns/internal/hook"
 	"github.com/orch-dev/orch/dns/loopguard"
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 // Config configures a Server. Zero fields take the defaults in the comments.
@@ -98,7 +99,7 @@ func (c *Config) defaults() {
 // Server is the node's DNS server.
 type Server struct {
 	cfg    Config
-	client kubernetes.Interface
+	client kube.Interface
 	log    *slog.Logger
 	index  *cluster.Index
 
@@ -108,7 +109,7 @@ type Server struct {
 }
 
 // New returns a Server answering from the cluster client reads.
-func New(cfg Config, client kubernetes.Interface, log *slog.Logger) (*Server, error) {
+func New(cfg Config, client kube.Interface, log *slog.Logger) (*Server, error) {
 	cfg.defaults()
 	if _, ok := mdns.IsDomainName(cfg.Domain); !ok {
 		return nil, fmt.Errorf("dns: bad cluster domain %q", cfg.Domain)
@@ -338,7 +339,7 @@ type customWatch struct {
 	listed    bool
 }
 
-func newCustomWatch(client kubernetes.Interface, ns, name string, out chan map[string]string) *customWatch {
+func newCustomWatch(client kube.Interface, ns, name string, out chan map[string]string) *customWatch {
 	w := &customWatch{out: out}
 	sel := fields.OneTermEqualSelector("metadata.name", name).String()
 	cms := client.CoreV1().ConfigMaps(ns)

@@ -20,10 +20,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/orch-dev/orch/dns/loopguard"
 	"github.com/orch-dev/orch/internal/apitest"
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/internal/lab"
 )
 
@@ -106,7 +106,7 @@ func stub(t testing.TB, ns lab.NS, addr, forwardTo string) {
 type harness struct {
 	ns     lab.NS
 	api    *apitest.Server
-	client kubernetes.Interface
+	client kube.Interface
 	srv    *Server
 	done   chan error
 	cancel context.CancelFunc
@@ -124,12 +124,12 @@ func start(t *testing.T, ns lab.NS, api *apitest.Server, cfg Config) *harness {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv, err := New(cfg, api.Client, log)
+	srv, err := New(cfg, api.Kube, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{ns: ns, api: api, client: api.Client, srv: srv, done: make(chan error, 1), cancel: cancel}
+	h := &harness{ns: ns, api: api, client: api.Kube, srv: srv, done: make(chan error, 1), cancel: cancel}
 	go func() { h.done <- srv.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -232,7 +232,7 @@ func create[T any](t testing.TB, fn func(context.Context, T, metav1.CreateOption
 
 func ptr[T any](v T) *T { return &v }
 
-func headless(t testing.TB, cs kubernetes.Interface, ns, name string, n int) {
+func headless(t testing.TB, cs kube.Interface, ns, name string, n int) {
 	t.Helper()
 	create(t, cs.CoreV1().Services(ns).Create, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{Name: "pg", Port: 5432}}}})
@@ -256,7 +256,7 @@ func TestEndToEnd(t *testing.T) {
 	ns := testNS(t)
 	stub(t, ns, stubIP, "")
 	api := apitest.Start(t)
-	cs := api.Client
+	cs := api.Kube
 	create(t, cs.CoreV1().Services("default").Create, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "redis", Namespace: "default"},
 		Spec: corev1.ServiceSpec{ClusterIP: "10.43.0.20", Ports: []corev1.ServicePort{{Name: "redis", Port: 6379}}}})
 	create(t, cs.CoreV1().Services("default").Create, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "ext", Namespace: "default"},
@@ -440,7 +440,7 @@ func TestForwardLoop(t *testing.T) {
 	ns := testNS(t)
 	stub(t, ns, stubIP, net.JoinHostPort(dnsIP.String(), "53"))
 	api := apitest.Start(t)
-	srv, err := New(Config{NetNS: ns.Path, Addrs: []netip.Addr{dnsIP}, ResolvConf: resolvConf(t, stubIP)}, api.Client, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := New(Config{NetNS: ns.Path, Addrs: []netip.Addr{dnsIP}, ResolvConf: resolvConf(t, stubIP)}, api.Kube, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +466,7 @@ func TestCustomServerBlock(t *testing.T) {
 	ns := testNS(t)
 	stub(t, ns, stubIP, "")
 	api := apitest.Start(t)
-	create(t, api.Client.CoreV1().ConfigMaps("kube-system").Create, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns-custom", Namespace: "kube-system"},
+	create(t, api.Kube.CoreV1().ConfigMaps("kube-system").Create, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns-custom", Namespace: "kube-system"},
 		Data: map[string]string{"corp.server": "corp.internal:53 {\n  hosts {\n    192.0.2.99 app.corp.internal\n  }\n}"}})
 	h := start(t, ns, api, Config{ResolvConf: resolvConf(t)})
 	if !strings.Contains(h.srv.Corefile(), "bind "+dnsIP.String()+"\n  hosts") && !strings.Contains(h.srv.Corefile(), "corp.internal:53 {\n    bind") {

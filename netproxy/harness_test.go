@@ -25,8 +25,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/orch-dev/orch/internal/kube"
+	"github.com/orch-dev/orch/internal/kube/clientgo"
 )
 
 // ---- Kubernetes object builders shared by all tests ----
@@ -384,9 +386,9 @@ func (u *udpConn) ask(timeout time.Duration) (string, error) {
 }
 
 // runProxy starts a Proxy in the node namespace against a fake clientset.
-func (tp *topo) runProxy(t testing.TB, objs ...k8sruntime.Object) (*Proxy, kubernetes.Interface) {
+func (tp *topo) runProxy(t testing.TB, objs ...k8sruntime.Object) (*Proxy, kube.Interface) {
 	t.Helper()
-	client := fake.NewClientset(objs...)
+	client := clientgo.Wrap(fake.NewClientset(objs...))
 	p, err := New(Config{
 		NodeName:        "node1",
 		NodeIPs:         []netip.Addr{netip.MustParseAddr(tp.nodeIP)},

@@ -25,11 +25,11 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 // Special queue keys (a Service key always contains a "/").
@@ -44,7 +44,7 @@ const (
 // start it with Run.
 type Proxy struct {
 	cfg    Config
-	client kubernetes.Interface
+	client kube.Interface
 	log    *slog.Logger
 	r      renderer
 	queue  workqueue.TypedRateLimitingInterface[string]
@@ -71,7 +71,7 @@ type Proxy struct {
 
 // New returns a Proxy for cfg that watches Services and EndpointSlices
 // through client and logs to log.
-func New(cfg Config, client kubernetes.Interface, log *slog.Logger) (*Proxy, error) {
+func New(cfg Config, client kube.Interface, log *slog.Logger) (*Proxy, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -121,7 +121,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		defer p.ct.Close()
 	}
 
-	factory := informers.NewSharedInformerFactory(p.client, 0)
+	factory := kube.NewSharedInformerFactory(p.client, 0)
 	svcInf := factory.Core().V1().Services()
 	sliceInf := factory.Discovery().V1().EndpointSlices()
 	if err := sliceInf.Informer().AddIndexers(cache.Indexers{sliceIndex: func(obj any) ([]string, error) {

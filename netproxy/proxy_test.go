@@ -15,10 +15,12 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/orch-dev/orch/internal/kube/clientgo"
 )
 
 func TestNewValidates(t *testing.T) {
-	client := fake.NewClientset()
+	client := clientgo.Wrap(fake.NewClientset())
 	if _, err := New(Config{}, client, testLogger(t)); err == nil {
 		t.Error("empty config accepted")
 	}
@@ -35,10 +37,10 @@ func TestNewValidates(t *testing.T) {
 func TestInformerWiring(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	client := fake.NewClientset(
+	client := clientgo.Wrap(fake.NewClientset(
 		mkService("default", "web", "10.43.0.10"),
 		mkSlice("default", "web", "web-1", tcpPorts, readyEP("10.42.0.5", "node1")),
-	)
+	))
 	p, err := New(Config{NodeName: "node1", ClusterCIDR: netip.MustParsePrefix("10.42.0.0/16"),
 		MinSyncInterval: time.Millisecond, CheckInterval: time.Hour}, client, testLogger(t))
 	must(t, err)
@@ -94,7 +96,7 @@ func TestInformerWiring(t *testing.T) {
 func TestSyncFailureRetriesFull(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	client := fake.NewClientset(mkService("default", "web", "10.43.0.10"))
+	client := clientgo.Wrap(fake.NewClientset(mkService("default", "web", "10.43.0.10")))
 	p, err := New(Config{NodeName: "node1", MinSyncInterval: time.Millisecond, CheckInterval: time.Hour}, client, testLogger(t))
 	must(t, err)
 	rec := &recorder{fail: errors.New("EPERM-ish")}
@@ -179,7 +181,7 @@ func TestStaleFlows(t *testing.T) {
 func TestCoalescing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	client := fake.NewClientset()
+	client := clientgo.Wrap(fake.NewClientset())
 	p, err := New(Config{NodeName: "node1", MinSyncInterval: 300 * time.Millisecond, CheckInterval: time.Hour}, client, testLogger(t))
 	must(t, err)
 	rec := &recorder{}
@@ -216,7 +218,7 @@ func TestCoalescing(t *testing.T) {
 }
 
 func TestRunBadNetNS(t *testing.T) {
-	p, err := New(Config{NodeName: "n", NetNS: "/nonexistent/orchtest-px"}, fake.NewClientset(), testLogger(t))
+	p, err := New(Config{NodeName: "n", NetNS: "/nonexistent/orchtest-px"}, clientgo.Wrap(fake.NewClientset()), testLogger(t))
 	must(t, err)
 	err = p.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/orchtest-px") {

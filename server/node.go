@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sync/errgroup"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/orch-dev/orch/agent"
 	"github.com/orch-dev/orch/agent/podnet"
 	"github.com/orch-dev/orch/dns"
 	"github.com/orch-dev/orch/internal/inproc"
+	kubeclient "github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/netproxy"
 	"github.com/orch-dev/orch/server/apiserver"
 )
@@ -46,7 +46,7 @@ func (s *Server) runNode(ctx context.Context) error {
 		}
 		nodeIPs = []netip.Addr{ip}
 	}
-	client, err := kubernetes.NewForConfig(s.nodeConfig())
+	client, err := kubeclient.NewForConfig(s.nodeConfig())
 	if err != nil {
 		return fmt.Errorf("node client: %w", err)
 	}

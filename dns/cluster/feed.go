@@ -14,8 +14,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/orch-dev/orch/internal/kube"
 )
 
 // ServiceOf converts a Service into its DNS view.
@@ -105,13 +106,13 @@ func protoLabel(p corev1.Protocol) string {
 // writing straight into the index. No informer cache holds the objects: the
 // index, with only the fields DNS reads, is the only copy.
 type Feed struct {
-	client kubernetes.Interface
+	client kube.Interface
 	index  *Index
 	log    *slog.Logger
 }
 
 // NewFeed returns a feed of client's objects into index.
-func NewFeed(client kubernetes.Interface, index *Index, log *slog.Logger) *Feed {
+func NewFeed(client kube.Interface, index *Index, log *slog.Logger) *Feed {
 	return &Feed{client: client, index: index, log: log}
 }
 

@@ -19,6 +19,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/orch-dev/orch/internal/kube/clientgo"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -76,7 +78,7 @@ func newHandler(t *testing.T, objs ...any) (*Handler, *fake.Clientset) {
 	x := NewIndex()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- NewFeed(cs, x, slog.New(slog.NewTextHandler(io.Discard, nil))).Run(ctx) }()
+	go func() { done <- NewFeed(clientgo.Wrap(cs), x, slog.New(slog.NewTextHandler(io.Discard, nil))).Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
