@@ -166,11 +166,14 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 		}
 		synced = append(synced, inf.HasSynced)
 	}
+	// The metadata informers are the collector's own: they stop, and are
+	// waited for, when Run returns.
+	ictx, stopInformers := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	// Wait for the metadata informers to stop (ctx has ended) on return.
 	defer wg.Wait()
+	defer stopInformers()
 	for _, inf := range metaInformers {
-		wg.Go(func() { inf.RunWithContext(ctx) })
+		wg.Go(func() { inf.RunWithContext(ictx) })
 	}
 	c.typed.Start(ctx.Done())
 	if err := kit.WaitForSync(ctx, "garbagecollector", synced...); err != nil {
