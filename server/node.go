@@ -15,7 +15,7 @@ import (
 	"github.com/orch-dev/orch/agent/podnet"
 	"github.com/orch-dev/orch/dns"
 	"github.com/orch-dev/orch/internal/inproc"
-	kubeclient "github.com/orch-dev/orch/internal/kube"
+	"github.com/orch-dev/orch/internal/kube"
 	"github.com/orch-dev/orch/netproxy"
 	"github.com/orch-dev/orch/server/apiserver"
 )
@@ -46,7 +46,7 @@ func (s *Server) runNode(ctx context.Context) error {
 		}
 		nodeIPs = []netip.Addr{ip}
 	}
-	client, err := kubeclient.NewForConfig(s.nodeConfig())
+	client, err := kube.NewForConfig(s.nodeConfig())
 	if err != nil {
 		return fmt.Errorf("node client: %w", err)
 	}
