@@ -24,7 +24,6 @@ import (
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
 
 	"github.com/orch-dev/orch/internal/apitest"
 	"github.com/orch-dev/orch/internal/kube"
@@ -246,8 +245,8 @@ func newHarnessHook(t testing.TB, mutate func(*Config), stepHook func(*corev1.Po
 	}
 	// The server side: node pod CIDRs.
 	ctx, cancel := context.WithCancel(context.Background())
-	f := informers.NewSharedInformerFactory(h.api.Client, 0)
-	ipam, err := nodeipam.New(nodeipam.Config{ClusterCIDR: netip.MustParsePrefix("10.42.0.0/16")}, h.api.Client, f, log)
+	f := kube.NewSharedInformerFactory(h.client, 0)
+	ipam, err := nodeipam.New(nodeipam.Config{ClusterCIDR: netip.MustParsePrefix("10.42.0.0/16")}, h.client, f, log)
 	if err != nil {
 		t.Fatal(err)
 	}
