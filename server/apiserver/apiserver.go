@@ -23,8 +23,8 @@ import (
 	jsonserializer "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/util/managedfields"
 	"k8s.io/apimachinery/pkg/version"
-	"k8s.io/client-go/applyconfigurations"
 
+	"github.com/orch-dev/orch/server/apiserver/internal/ssaschema"
 	"github.com/orch-dev/orch/server/apiserver/openapi"
 	"github.com/orch-dev/orch/store"
 )
@@ -134,7 +134,11 @@ func New(cfg Config, st store.Store, enc Transformer, auth Authenticator, log *s
 		fieldManagers: map[string]*managedfields.FieldManager{},
 	}
 	s.objs = newObjects(st, scheme, enc)
-	s.typeConv = newPlanTypeConverter(applyconfigurations.NewTypeConverter(scheme))
+	ssa, err := ssaschema.Parser()
+	if err != nil {
+		return nil, err
+	}
+	s.typeConv = newPlanTypeConverter(managedfields.NewSchemeTypeConverter(scheme, ssa))
 	s.created = newCreateFields(s.typeConv)
 	for i := range s.decoders {
 		s.decoders[i] = jsonserializer.NewSerializerWithOptions(jsonserializer.DefaultMetaFactory, scheme, scheme,
