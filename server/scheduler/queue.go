@@ -87,7 +87,9 @@ func conditionPatch(p *corev1.Pod, c corev1.PodCondition) ([]byte, error) {
 		}
 	}
 	b, err := json.Marshal(map[string]any{
-		"metadata": map[string]any{"uid": p.UID},
+		// uid and resourceVersion: the condition is for this very pod as the
+		// scheduler saw it (not one bound or changed since).
+		"metadata": map[string]any{"uid": p.UID, "resourceVersion": p.ResourceVersion},
 		"status":   map[string]any{"conditions": []corev1.PodCondition{c}},
 	})
 	if err != nil {

@@ -53,6 +53,12 @@ type Config struct {
 	// AssumedPodTTL is how long a pod bound by this scheduler counts
 	// against its node without the informer confirming it (30 s).
 	AssumedPodTTL time.Duration
+	// ReportRate and ReportBurst bound how fast the reasons pods cannot be
+	// scheduled (event and PodScheduled=False condition) are written: 100
+	// a second in bursts of 100. kube-scheduler's whole client is bounded
+	// to 50 and 100 by default; bindings are not bounded here.
+	ReportRate  float64
+	ReportBurst int
 	// Recorder receives events; nil makes the scheduler record its own.
 	Recorder record.EventRecorder
 }
@@ -76,6 +82,12 @@ func (c *Config) setDefaults() {
 	if c.AssumedPodTTL <= 0 {
 		c.AssumedPodTTL = 30 * time.Second
 	}
+	if c.ReportRate <= 0 {
+		c.ReportRate = 100
+	}
+	if c.ReportBurst <= 0 {
+		c.ReportBurst = 100
+	}
 }
 
 // Scheduler is the pod scheduler.
@@ -88,6 +100,7 @@ type Scheduler struct {
 	alg         *algorithm
 	queue       workqueue.TypedRateLimitingInterface[string]
 	unsched     *parking
+	reports     *reporter
 	broadcaster record.EventBroadcaster
 	recorder    record.EventRecorder
 	bindSem     chan struct{}
@@ -109,6 +122,7 @@ func New(cfg Config, client kube.Interface, f *kube.SharedInformerFactory, log *
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](cfg.InitialBackoff, cfg.MaxBackoff),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "scheduler"}),
 		unsched:  newParking(),
+		reports:  newReporter(cfg.ReportRate, cfg.ReportBurst),
 		recorder: cfg.Recorder,
 		bindSem:  make(chan struct{}, cfg.BindConcurrency),
 		log:      log,
@@ -154,6 +168,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	s.log.Info("scheduler started", "name", s.cfg.SchedulerName)
 	go s.housekeeping(ctx)
+	go s.reports.run(ctx, s.writeReport)
 	go func() {
 		<-ctx.Done()
 		s.queue.ShutDown()
@@ -388,11 +403,32 @@ func (s *Scheduler) bind(ctx context.Context, p *corev1.Pod, key, node string) {
 // failed records why p cannot be scheduled and parks it until the cluster
 // changes (or retries it with back-off when it already did).
 func (s *Scheduler) failed(ctx context.Context, p *corev1.Pod, key string, seq uint64, reason, msg string) {
-	s.recorder.Event(p, corev1.EventTypeWarning, "FailedScheduling", msg)
-	if err := s.setUnschedulable(ctx, p, reason, msg); err != nil && ctx.Err() == nil {
+	s.reports.add(key, report{uid: p.UID, reason: reason, msg: msg})
+	s.unsched.park(key, seq, s.now(), s.queue)
+}
+
+// writeReport records the event and sets the condition of a report, if its
+// pod still waits to be scheduled: the same pod (UID), not bound, not
+// assumed by a binding in flight, not being deleted.
+func (s *Scheduler) writeReport(ctx context.Context, key string, rep report) {
+	obj, exists, err := s.pods.GetByKey(key)
+	if err != nil || !exists {
+		return
+	}
+	p := obj.(*corev1.Pod)
+	if p.UID != rep.uid || p.Spec.NodeName != "" || p.DeletionTimestamp != nil || s.cache.known(p.UID) {
+		return
+	}
+	s.recorder.Event(p, corev1.EventTypeWarning, "FailedScheduling", rep.msg)
+	err = s.setUnschedulable(ctx, p, rep.reason, rep.msg)
+	switch {
+	case apierrors.IsConflict(err):
+		// The pod changed since the informer's copy: report on the
+		// newer one (the binding's own change ends it above).
+		s.reports.add(key, rep)
+	case err != nil && ctx.Err() == nil:
 		s.log.Warn("updating pod condition", "pod", key, "err", err)
 	}
-	s.unsched.park(key, seq, s.now(), s.queue)
 }
 
 // setUnschedulable writes PodScheduled=False unless the pod says so already.

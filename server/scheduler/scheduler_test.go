@@ -57,6 +57,19 @@ func newFixture(t *testing.T, nodes []*corev1.Node, pods []*corev1.Pod) *fixture
 func (f *fixture) run(key string) {
 	f.s.scheduleOne(context.Background(), key)
 	f.s.binds.Wait()
+	f.flushReports()
+}
+
+// flushReports writes the queued reports now, without the reporter's rate.
+func (f *fixture) flushReports() {
+	for f.s.reports.queue.Len() > 0 {
+		key, _ := f.s.reports.queue.Get()
+		rep, ok := f.s.reports.take(key)
+		f.s.reports.queue.Done(key)
+		if ok {
+			f.s.writeReport(context.Background(), key, rep)
+		}
+	}
 }
 
 func TestBindsThroughBindingSubresource(t *testing.T) {
