@@ -38,22 +38,7 @@ func countingStub(t *testing.T, addr string) func(name string) int32 {
 		}
 		_ = w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(addr, "53"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(addr, "53"))
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
-	}
-	for _, srv := range []*mdns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		go func() { _ = srv.ActivateAndServe() }()
-		<-started
-		t.Cleanup(func() { _ = srv.Shutdown() })
-	}
+	serveStub(t, addr, handler)
 	return func(name string) int32 {
 		mu.Lock()
 		defer mu.Unlock()

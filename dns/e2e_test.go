@@ -85,13 +85,19 @@ func stub(t testing.TB, ns lab.NS, addr, forwardTo string) {
 		}
 		_ = w.WriteMsg(m)
 	})
-	var pc net.PacketConn
-	var ln net.Listener
-	var err error
-	if pc, err = net.ListenPacket("udp", net.JoinHostPort(addr, "53")); err != nil {
+	serveStub(t, addr, handler)
+}
+
+// serveStub serves handler on addr port 53, UDP and TCP, until t ends.
+func serveStub(t testing.TB, addr string, handler mdns.Handler) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(addr, "53"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if ln, err = net.Listen("tcp", net.JoinHostPort(addr, "53")); err != nil {
+	ln, err := net.Listen("tcp", net.JoinHostPort(addr, "53"))
+	if err != nil {
+		pc.Close()
 		t.Fatal(err)
 	}
 	for _, srv := range []*mdns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
