@@ -25,7 +25,7 @@ type serverOptions struct {
 	writeKubeconfig, writeKubeconfigMode, clusterCIDR, serviceCIDR  string
 	clusterDNS, nodePortRange, cgroupRoot, resolvConf, logLevel     string
 	httpsPort                                                       int
-	nodeIPs, tlsSANs                                                []string
+	nodeIPs, tlsSANs, nodeLabels, nodeTaints                        []string
 	disableAgent, enablePprof                                       bool
 	notReadyTolerationSeconds, unreachableTolerationSeconds         int64
 }
@@ -39,6 +39,8 @@ func (o *serverOptions) flags() []*cli.Flag {
 		{Name: "advertise-address", Value: cli.String(&o.advertiseAddress, ""), Env: envs("advertise-address"), Usage: "address agents and the kubernetes Service use to reach the API server (default: node IP)"},
 		{Name: "node-name", Value: cli.String(&o.nodeName, ""), Env: envs("node-name"), Usage: "node name (default: hostname)"},
 		{Name: "node-ip", Value: cli.Strings(&o.nodeIPs, nil), Env: envs("node-ip"), Usage: "IP address of the node"},
+		{Name: "node-label", Value: cli.Strings(&o.nodeLabels, nil), Env: envs("node-label"), Usage: "label k=v added to this machine's Node at registration (unless --disable-agent)"},
+		{Name: "node-taint", Value: cli.Strings(&o.nodeTaints, nil), Env: envs("node-taint"), Usage: "taint k=v:Effect added to this machine's Node at registration (unless --disable-agent)"},
 		{Name: "token", Aliases: []string{"t"}, Value: cli.String(&o.token, ""), Env: envs("token"), Usage: "shared secret agents join with (default: generated, in <data-dir>/server/token)"},
 		{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: cli.String(&o.writeKubeconfig, defaultKubeconfig), Env: envs("write-kubeconfig"), Usage: "where to write the admin kubeconfig"},
 		{Name: "write-kubeconfig-mode", Value: cli.String(&o.writeKubeconfigMode, "0600"), Env: envs("write-kubeconfig-mode"), Usage: "file mode of the admin kubeconfig"},
@@ -111,6 +113,12 @@ func serverConfig(o *serverOptions) (server.Config, error) {
 			return cfg, fmt.Errorf("--node-ip %q: %w", s, err)
 		}
 		cfg.NodeIPs = append(cfg.NodeIPs, a)
+	}
+	if cfg.NodeLabels, err = parseLabels(o.nodeLabels); err != nil {
+		return cfg, err
+	}
+	if cfg.NodeTaints, err = parseTaints(o.nodeTaints); err != nil {
+		return cfg, err
 	}
 	if cfg.ClusterCIDR, err = prefix("cluster-cidr", o.clusterCIDR); err != nil {
 		return cfg, err

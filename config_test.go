@@ -36,6 +36,8 @@ var serverFlagSpecs = map[string]flagSpec{
 	"advertise-address":                      {nil, "ORCH_ADVERTISE_ADDRESS", "", []string{"10.0.0.2"}},
 	"node-name":                              {nil, "ORCH_NODE_NAME", "", []string{"n1"}},
 	"node-ip":                                {nil, "ORCH_NODE_IP", "", []string{"10.0.0.1", "fd00::1"}},
+	"node-label":                             {nil, "ORCH_NODE_LABEL", "", []string{"a=b", "example.com/c=d"}},
+	"node-taint":                             {nil, "ORCH_NODE_TAINT", "", []string{"k=v:NoSchedule", "edge:NoExecute"}},
 	"token":                                  {[]string{"t"}, "ORCH_TOKEN", "", []string{"secret"}},
 	"write-kubeconfig":                       {[]string{"o"}, "ORCH_WRITE_KUBECONFIG", "/etc/orch/orch.yaml", []string{"/x/admin.yaml"}},
 	"write-kubeconfig-mode":                  {nil, "ORCH_WRITE_KUBECONFIG_MODE", "0600", []string{"0644"}},
@@ -341,9 +343,14 @@ func TestServerConfig(t *testing.T) {
 	o := &serverOptions{}
 	o.flags()
 	o.dataDir, o.nodeName, o.nodeIPs, o.writeKubeconfigMode, o.nodePortRange = "/d", "Node-A", []string{"10.0.0.1"}, "0644", "31000-31999"
+	o.nodeLabels, o.nodeTaints = []string{"role=edge"}, []string{"dedicated=db:NoSchedule"}
 	cfg, err := serverConfig(o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.NodeLabels["role"] != "edge" || len(cfg.NodeTaints) != 1 || cfg.NodeTaints[0].Key != "dedicated" ||
+		cfg.NodeTaints[0].Value != "db" || cfg.NodeTaints[0].Effect != "NoSchedule" {
+		t.Errorf("server node labels %v, taints %v", cfg.NodeLabels, cfg.NodeTaints)
 	}
 	if cfg.DataDir != "/d" || cfg.NodeName != "node-a" || cfg.HTTPSPort != 6443 || cfg.WriteKubeconfigMode != 0o644 ||
 		cfg.NodePortMin != 31000 || cfg.NodePortMax != 31999 || cfg.ClusterCIDR != netip.MustParsePrefix("10.42.0.0/16") ||
@@ -356,6 +363,8 @@ func TestServerConfig(t *testing.T) {
 		func(o *serverOptions) { o.clusterCIDR = "10.42.0.1/16" },
 		func(o *serverOptions) { o.bindAddress = "nope" },
 		func(o *serverOptions) { o.nodeIPs = []string{""} },
+		func(o *serverOptions) { o.nodeLabels = []string{"no-equals"} },
+		func(o *serverOptions) { o.nodeTaints = []string{"k=v:Sometimes"} },
 	} {
 		o := &serverOptions{}
 		o.flags()

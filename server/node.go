@@ -68,6 +68,7 @@ func (s *Server) runNode(ctx context.Context) error {
 	a, err := agent.New(agent.Config{
 		NodeName: cfg.NodeName, NodeIPs: nodeIPs, DataDir: cfg.DataDir, ControlPlane: true,
 		Version: cfg.Version, ClusterDNS: cfg.ClusterDNS, ResolvConf: cfg.ResolvConf,
+		Labels: cfg.NodeLabels, Taints: cfg.NodeTaints,
 	}, client, local.Deps(network), s.log.With("component", "agent"))
 	if err != nil {
 		return err

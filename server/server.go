@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/rest"
 
@@ -53,6 +54,10 @@ type Config struct {
 	NodePortMax         int
 	TLSSANs             []string
 	DisableAgent        bool
+	// NodeLabels and NodeTaints are added to this machine's Node when the
+	// embedded agent registers it (as `orch agent --node-label/--node-taint`).
+	NodeLabels map[string]string
+	NodeTaints []corev1.Taint
 	// CgroupRoot is the cgroup parent of the pods of the embedded agent.
 	CgroupRoot string
 	// NotReadyTolerationSeconds and UnreachableTolerationSeconds set the
