@@ -168,7 +168,14 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	s.log.Info("scheduler started", "name", s.cfg.SchedulerName)
 	go s.housekeeping(ctx)
-	go s.reports.run(ctx, s.writeReport)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		s.reports.run(ctx, s.writeReport)
+	}()
+	// The last report is written (or dropped) before the event
+	// broadcaster it records to shuts down.
+	defer func() { <-reported }()
 	go func() {
 		<-ctx.Done()
 		s.queue.ShutDown()
