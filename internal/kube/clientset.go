@@ -3,7 +3,6 @@ package kube
 import (
 	"context"
 	"fmt"
-	"net/http"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -119,20 +118,14 @@ func NewForConfig(c *rest.Config) (*Clientset, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
 	}
-	hc, err := rest.HTTPClientFor(&cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kube client: %w", err)
-	}
-	return NewForConfigAndClient(&cfg, hc)
-}
-
-// NewForConfigAndClient is NewForConfig over an existing HTTP client.
-func NewForConfigAndClient(c *rest.Config, hc *http.Client) (*Clientset, error) {
 	sc := sharedCodecs()
 	if sc.err != nil {
 		return nil, sc.err
 	}
-	cfg := *c
+	hc, err := rest.HTTPClientFor(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kube client: %w", err)
+	}
 	if cfg.RateLimiter == nil && cfg.QPS > 0 {
 		if cfg.Burst <= 0 {
 			return nil, fmt.Errorf("kube client: burst must be > 0 when QPS is set without a RateLimiter")
@@ -155,9 +148,6 @@ func NewForConfigAndClient(c *rest.Config, hc *http.Client) (*Clientset, error) 
 		gcfg.GroupVersion = &gv
 		gcfg.APIPath = g.path
 		gcfg.NegotiatedSerializer = rest.CodecFactoryForGeneratedClient(sc.scheme, sc.codecs).WithoutConversion()
-		if gcfg.UserAgent == "" {
-			gcfg.UserAgent = rest.DefaultKubernetesUserAgent()
-		}
 		rc, err := rest.RESTClientForConfigAndClient(&gcfg, hc)
 		if err != nil {
 			return nil, fmt.Errorf("kube client for %s: %w", gv, err)
