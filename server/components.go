@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"runtime/debug"
-	"runtime/metrics"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -76,7 +74,6 @@ func (s *Server) runComponents(ctx context.Context) error {
 	run(func() error { return lifecycle.Run(ctx, 1) })
 	run(func() error { return daemons.Run(ctx, 2) })
 	run(func() error { return deploy.Run(ctx) })
-	run(func() error { return s.trimMemory(ctx, 10*time.Second, 8<<20) })
 	if !s.cfg.DisableAgent {
 		run(func() error { return s.runNode(ctx) })
 	}
@@ -90,56 +87,4 @@ func dropManagedFields(obj interface{}) (interface{}, error) {
 		m.SetManagedFields(nil)
 	}
 	return obj, nil
-}
-
-// trimMemory hands the heap a burst of work left behind back to the OS
-// once the cluster is quiet again. The Go runtime keeps the heap it grew to
-// (up to the goal of its last busy cycle) and returns it gradually, so after
-// creating and deleting thousands of objects the server would hold tens of
-// MB it no longer uses for minutes. In an interval in which the store took
-// at most quietWrites writes, after at least burstWrites writes since the
-// last trim, or when the heap held exceeds twice the live heap (the most
-// GOGC=100 grows it to) by more than minExcess, trimMemory collects and
-// returns the free memory at once: one GC, while the server is otherwise
-// idle.
-func (s *Server) trimMemory(ctx context.Context, every time.Duration, minExcess uint64) error {
-	const quietWrites, burstWrites = 20, 1000
-	sample := []metrics.Sample{
-		{Name: "/gc/heap/live:bytes"},
-		{Name: "/memory/classes/heap/objects:bytes"},
-		{Name: "/memory/classes/heap/unused:bytes"},
-		{Name: "/memory/classes/heap/free:bytes"},
-	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	last := s.store.Revision()
-	var writes int64
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		rev := s.store.Revision()
-		n := rev - last
-		last = rev
-		writes += n
-		if n > quietWrites {
-			continue
-		}
-		metrics.Read(sample)
-		var v [4]uint64
-		for i, m := range sample {
-			if m.Value.Kind() == metrics.KindUint64 {
-				v[i] = m.Value.Uint64()
-			}
-		}
-		live, held := v[0], v[1]+v[2]+v[3]
-		if writes < burstWrites && held <= 2*live+minExcess {
-			continue
-		}
-		writes = 0
-		debug.FreeOSMemory()
-		s.log.Debug("returned the heap of a burst to the OS", "heldBytes", held, "liveBytes", live)
-	}
 }
