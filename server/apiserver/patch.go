@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -74,6 +75,9 @@ func (s *Server) patch(r *http.Request, w http.ResponseWriter, sv *served, ri re
 			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid JSON patch: %v", err))
 		}
 	}
+	if err := checkPatchDuplicates(w, pt, body, o); err != nil {
+		return nil, err
+	}
 	for attempt := 0; ; attempt++ {
 		old, err := s.objs.get(ctx, sv.k, ri.namespace, ri.name)
 		if err != nil {
@@ -125,6 +129,32 @@ func (s *Server) patch(r *http.Request, w http.ResponseWriter, sv *served, ri re
 		}
 		return out, err
 	}
+}
+
+// checkPatchDuplicates refuses (fieldValidation=Strict) or warns about
+// (Warn) a merge or strategic merge patch that names a field twice, as
+// kube-apiserver does: decoding the patch keeps only the last, so the rest
+// would be lost without a word. Unknown fields are caught when the patched
+// object is decoded.
+func checkPatchDuplicates(w http.ResponseWriter, pt types.PatchType, body []byte, o writeOpts) error {
+	if o.fieldValidation == "Ignore" || (pt != types.MergePatchType && pt != types.StrategicMergePatchType) {
+		return nil
+	}
+	var v interface{}
+	dups, err := kjson.UnmarshalStrict(body, &v, kjson.DisallowDuplicateFields)
+	if err != nil {
+		return apierrors.NewBadRequest(fmt.Sprintf("unable to apply patch: %v", err))
+	}
+	if len(dups) == 0 {
+		return nil
+	}
+	if o.fieldValidation == "Strict" {
+		return apierrors.NewBadRequest(runtime.NewStrictDecodingError(dups).Error())
+	}
+	for _, e := range dups {
+		w.Header().Add("Warning", fmt.Sprintf(`299 - %q`, e.Error()))
+	}
+	return nil
 }
 
 // apply is server-side apply: the field manager merges the applied
