@@ -41,7 +41,7 @@ func (s *Server) runComponents(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sched, err := scheduler.New(scheduler.Config{}, client, factory, s.log.With("component", "scheduler"))
+	sched, err := scheduler.New(scheduler.Config{Busy: s.clientsWriting}, client, factory, s.log.With("component", "scheduler"))
 	if err != nil {
 		return err
 	}
@@ -79,6 +79,14 @@ func (s *Server) runComponents(ctx context.Context) error {
 	}
 	return g.Wait()
 }
+
+// busyClientWrites is how many clients' writes in flight make the API server
+// busy for the scheduler's background reports: the agents' status updates
+// and lease renewals come a few at a time, a burst of creates by the dozen.
+const busyClientWrites = 4
+
+// clientsWriting says whether clients are writing to the API in numbers.
+func (s *Server) clientsWriting() bool { return s.api.ClientWrites() >= busyClientWrites }
 
 // dropManagedFields keeps the informer caches lean: no controller reads
 // managed fields.

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -98,8 +99,10 @@ type Server struct {
 	// decoders are the JSON and YAML request body decoders, indexed by
 	// bodyDecoder.
 	decoders [4]runtime.Decoder
-	alloc    *allocator
-	started  time.Time
+	// clientWrites counts the clients' write requests in flight.
+	clientWrites atomic.Int64
+	alloc        *allocator
+	started      time.Time
 
 	// nsLife caches namespace lifecycle by revision (name -> nsLifecycle).
 	nsLife sync.Map
@@ -175,6 +178,32 @@ func (s *Server) fieldManager(k *kind, subresource string) (*managedfields.Field
 	return fm, nil
 }
 
+// ClientWrites is the number of write requests (create, update, patch,
+// delete) from clients outside the process being served now; the server's
+// own components (authenticated in-process) do not count. The scheduler
+// slows its background reports while clients write in numbers.
+func (s *Server) ClientWrites() int64 { return s.clientWrites.Load() }
+
+// isClientWrite says whether r writes objects: a POST, PUT, PATCH or DELETE
+// of the API other than the streaming subresources (exec, attach,
+// portforward and proxy stay open as long as a user likes).
+func isClientWrite(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+	default:
+		return false
+	}
+	p := r.URL.Path
+	if !strings.HasPrefix(p, "/api/") && !strings.HasPrefix(p, "/apis/") {
+		return false
+	}
+	switch p[strings.LastIndexByte(p, '/')+1:] {
+	case "exec", "attach", "portforward", "proxy":
+		return false
+	}
+	return !strings.Contains(p, "/proxy/")
+}
+
 // ServeHTTP routes a request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
@@ -206,6 +235,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r = r.WithContext(WithUser(r.Context(), u))
+		if isClientWrite(r) {
+			s.clientWrites.Add(1)
+			defer s.clientWrites.Add(-1)
+		}
 	}
 	switch {
 	case path == "/api" || path == "/api/" || path == "/apis" || path == "/apis/":

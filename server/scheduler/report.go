@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/types"
@@ -17,9 +18,16 @@ import (
 // while it is still taking the pods in: a pod's report waits its turn, only
 // its latest report is kept, and a pod scheduled or deleted before its turn
 // gets none.
+//
+// The reports are background work: while the API server is busy with its
+// clients' writes (busy says so), they go at busyLimit's far lower rate and
+// leave the CPU to the requests clients wait for; they are delayed, never
+// dropped.
 type reporter struct {
-	queue workqueue.TypedInterface[string]
-	limit *rate.Limiter
+	queue     workqueue.TypedInterface[string]
+	limit     *rate.Limiter
+	busyLimit *rate.Limiter
+	busy      func() bool
 
 	mu      sync.Mutex
 	pending map[string]report
@@ -32,11 +40,16 @@ type report struct {
 	reason, msg string
 }
 
-func newReporter(perSecond float64, burst int) *reporter {
+// newReporter writes at most perSecond reports a second in bursts of
+// burst, and busyPerSecond (bursts of 1) while busy, if not nil, says the
+// API server is busy.
+func newReporter(perSecond float64, burst int, busyPerSecond float64, busy func() bool) *reporter {
 	return &reporter{
-		queue:   workqueue.NewTyped[string](),
-		limit:   rate.NewLimiter(rate.Limit(perSecond), burst),
-		pending: map[string]report{},
+		queue:     workqueue.NewTyped[string](),
+		limit:     rate.NewLimiter(rate.Limit(perSecond), burst),
+		busyLimit: rate.NewLimiter(rate.Limit(busyPerSecond), 1),
+		busy:      busy,
+		pending:   map[string]report{},
 	}
 }
 
@@ -73,9 +86,47 @@ func (r *reporter) run(ctx context.Context, write func(ctx context.Context, key 
 		if !ok {
 			continue
 		}
-		if err := r.limit.Wait(ctx); err != nil {
+		if err := r.wait(ctx); err != nil {
 			return
 		}
 		write(ctx, key, rep)
+	}
+}
+
+// wait returns when the next report may be written: a token of the normal
+// rate, and while the API server is busy one of the busy rate as well (the
+// server is asked again after each wait, so a burst that ends releases the
+// queue at the normal rate).
+func (r *reporter) wait(ctx context.Context) error {
+	if err := r.limit.Wait(ctx); err != nil {
+		return err
+	}
+	if r.busy == nil || !r.busy() {
+		return nil
+	}
+	for {
+		res := r.busyLimit.Reserve()
+		d := res.Delay()
+		if d == 0 {
+			return nil
+		}
+		// Wait in steps of at most 100 ms, giving the token back if the
+		// server is no longer busy meanwhile.
+		step := min(d, 100*time.Millisecond)
+		t := time.NewTimer(step)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			res.Cancel()
+			return ctx.Err()
+		case <-t.C:
+		}
+		if step == d {
+			return nil
+		}
+		res.Cancel()
+		if !r.busy() {
+			return nil
+		}
 	}
 }

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 // TestReporterKeepsTheLatestAndBoundsTheRate: reports of one pod collapse to
 // the latest; beyond the burst they are written at the rate.
 func TestReporterKeepsTheLatestAndBoundsTheRate(t *testing.T) {
-	r := newReporter(20, 5)
+	r := newReporter(20, 5, 1, nil)
 	r.add("ns/a", report{uid: "a", msg: "first"})
 	r.add("ns/a", report{uid: "a", msg: "second"})
 	for i := range 14 {
@@ -48,6 +49,40 @@ func TestReporterKeepsTheLatestAndBoundsTheRate(t *testing.T) {
 	// 5 at once, the other 10 at 20 a second: at least ~0.45 s in all.
 	if d := times[14].Sub(times[0]); d < 400*time.Millisecond {
 		t.Fatalf("15 reports in %v: the rate did not hold", d)
+	}
+}
+
+// TestReporterYieldsToABusyServer: while the API server is busy the
+// reports wait for the busy rate (here one at once, the next after 10 s);
+// once it is no longer busy the rest go at once.
+func TestReporterYieldsToABusyServer(t *testing.T) {
+	var busy atomic.Bool
+	busy.Store(true)
+	r := newReporter(1000, 100, 0.1, busy.Load)
+	for i := range 10 {
+		r.add("ns/p"+string(rune('a'+i)), report{uid: "x", msg: "m"})
+	}
+	var written atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		r.run(ctx, func(context.Context, string, report) {
+			if written.Add(1) == 10 {
+				cancel()
+			}
+		})
+		close(done)
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if n := written.Load(); n != 1 {
+		t.Fatalf("%d reports written while the server was busy, want the 1 of the busy burst", n)
+	}
+	busy.Store(false)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%d of 10 reports written 5 s after the server was no longer busy", written.Load())
 	}
 }
 

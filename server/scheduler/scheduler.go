@@ -59,6 +59,10 @@ type Config struct {
 	// to 50 and 100 by default; bindings are not bounded here.
 	ReportRate  float64
 	ReportBurst int
+	// Busy, if set, says whether the API server is busy with its clients'
+	// requests; reports then go at BusyReportRate (5 a second) at most.
+	Busy           func() bool
+	BusyReportRate float64
 	// Recorder receives events; nil makes the scheduler record its own.
 	Recorder record.EventRecorder
 }
@@ -87,6 +91,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReportBurst <= 0 {
 		c.ReportBurst = 100
+	}
+	if c.BusyReportRate <= 0 {
+		c.BusyReportRate = 5
 	}
 }
 
@@ -122,7 +129,7 @@ func New(cfg Config, client kube.Interface, f *kube.SharedInformerFactory, log *
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](cfg.InitialBackoff, cfg.MaxBackoff),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "scheduler"}),
 		unsched:  newParking(),
-		reports:  newReporter(cfg.ReportRate, cfg.ReportBurst),
+		reports:  newReporter(cfg.ReportRate, cfg.ReportBurst, cfg.BusyReportRate, cfg.Busy),
 		recorder: cfg.Recorder,
 		bindSem:  make(chan struct{}, cfg.BindConcurrency),
 		log:      log,
