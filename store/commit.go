@@ -303,15 +303,24 @@ func (db *DB) commit(batch []*op) {
 	}
 	db.writes.Add(writes)
 	db.hub.publish(events, rev)
+	// The writes are durable in the log: their writers go on while a
+	// checkpoint runs; a flush waits for it.
+	for i, o := range batch {
+		if o.kind != opFlush {
+			o.done <- results[i]
+		}
+	}
 	var cerr error
 	if flush || len(db.pending) >= db.cfg.CheckpointWrites || db.wal.off >= db.cfg.CheckpointBytes {
 		cerr = db.checkpoint()
 	}
-	for i, o := range batch {
-		if o.kind == opFlush {
-			results[i].err = cerr
+	if flush {
+		for i, o := range batch {
+			if o.kind == opFlush {
+				results[i].err = cerr
+				o.done <- results[i]
+			}
 		}
-		o.done <- results[i]
 	}
 }
 
@@ -359,6 +368,9 @@ func (db *DB) current(key string, staged map[string]*KeyValue, rtx **bolt.Tx) (*
 func (db *DB) checkpoint() error {
 	if db.pendingCount() == 0 {
 		return nil
+	}
+	if db.checkpointHook != nil {
+		db.checkpointHook()
 	}
 	t0 := time.Now()
 	epoch := db.wal.epoch + 1

@@ -39,6 +39,9 @@ type DB struct {
 	// with the revisions of each commit once it is durable, just before
 	// they are published to watchers.
 	durableHook func(first, last int64)
+	// checkpointHook, when set (by tests, before any write), is called by
+	// the committer as each checkpoint with pending writes begins.
+	checkpointHook func()
 	writes      atomic.Int64
 	checkpoints atomic.Int64
 	// skipFinalCheckpoint, when set by tests before Close, leaves pending

@@ -319,3 +319,55 @@ func FuzzDecodeWALRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestWritersGoOnWhileACheckpointRuns: a write that fills the log to its
+// checkpoint threshold is answered before the checkpoint runs (it is
+// durable in the log already) and can be read meanwhile; a flush (a LIST)
+// waits for the checkpoint.
+func TestWritersGoOnWhileACheckpointRuns(t *testing.T) {
+	db := openTestDB(t, Config{CheckpointWrites: 1})
+	entered := make(chan struct{}, 16)
+	release := make(chan struct{})
+	db.checkpointHook = func() {
+		entered <- struct{}{}
+		<-release
+	}
+	ctx := ctxT(t)
+	created := make(chan error, 1)
+	go func() {
+		_, err := db.Create(ctx, "/k/a", []byte("1"))
+		created <- err
+	}()
+	<-entered
+	select {
+	case err := <-created:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("the write waited for the checkpoint")
+	}
+	if kv, err := db.Get(ctx, "/k/a"); err != nil || string(kv.Value) != "1" {
+		close(release)
+		t.Fatalf("read during the checkpoint: %v %v", kv, err)
+	}
+	listed := make(chan error, 1)
+	go func() {
+		_, err := db.List(ctx, "/k/", ListOptions{})
+		listed <- err
+	}()
+	select {
+	case err := <-listed:
+		close(release)
+		t.Fatalf("a list (flush) returned while the checkpoint ran: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if err := <-listed; err != nil {
+		t.Fatal(err)
+	}
+	if n := db.checkpoints.Load(); n < 1 {
+		t.Fatalf("%d checkpoints", n)
+	}
+}
