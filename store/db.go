@@ -42,8 +42,8 @@ type DB struct {
 	// checkpointHook, when set (by tests, before any write), is called by
 	// the committer as each checkpoint with pending writes begins.
 	checkpointHook func()
-	writes      atomic.Int64
-	checkpoints atomic.Int64
+	writes         atomic.Int64
+	checkpoints    atomic.Int64
 	// skipFinalCheckpoint, when set by tests before Close, leaves pending
 	// writes in the log only, as a crash would.
 	skipFinalCheckpoint bool
