@@ -297,7 +297,7 @@ func (db *DB) List(ctx context.Context, prefix string, opts ListOptions) (ListRe
 				return err
 			}
 		}
-		return listMerge(ctx, tx.Bucket(bucketKV).Cursor(), start, []byte(prefix), past, opts.Limit, &res)
+		return listMerge(ctx, tx.Bucket(bucketKV).Cursor(), start, []byte(prefix), past, opts, &res)
 	})
 	if err != nil {
 		if errors.Is(err, ErrClosed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -344,7 +344,8 @@ func pastStates(tx *bolt.Tx, at, cur int64, start []byte, prefix string) ([]keyS
 
 // listMerge walks the current keys from start and the past states (which
 // override the current ones) together in key order, filling res.
-func listMerge(ctx context.Context, c *bolt.Cursor, start, prefix []byte, past []keyState, limit int64, res *ListResult) error {
+func listMerge(ctx context.Context, c *bolt.Cursor, start, prefix []byte, past []keyState, opts ListOptions, res *ListResult) error {
+	limit := opts.Limit
 	k, v := c.Seek(start)
 	var last string
 	full := false
@@ -374,9 +375,14 @@ func listMerge(ctx context.Context, c *bolt.Cursor, start, prefix []byte, past [
 		default:
 			key = string(k)
 			if !full {
-				d, err := readKV(c.Bucket().Tx(), key, v)
+				d, err := decodeKV(key, v)
 				if err != nil {
 					return err
+				}
+				if opts.Known == nil || !opts.Known(key, d.ModRevision) {
+					if d.Value, err = loadValue(c.Bucket().Tx(), d.ModRevision); err != nil {
+						return fmt.Errorf("key %q: %w", key, err)
+					}
 				}
 				kv = &d
 			} else {

@@ -101,6 +101,11 @@ type ListOptions struct {
 	// Revision lists the prefix as it stood at that revision; 0 means now.
 	// Paging with the revision of the first page gives a consistent list.
 	Revision int64
+	// Known, when set, is asked about each key listed in its current state
+	// with that state's revision. A key it knows (true) comes back without
+	// its Value, which the caller has already: the list does not copy it
+	// out of the file.
+	Known func(key string, modRevision int64) bool
 }
 
 // ListResult is one page of a List.

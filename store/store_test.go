@@ -576,3 +576,59 @@ func TestTrimKeepsValues(t *testing.T) {
 		}
 	}
 }
+
+// TestListKnown: keys the caller knows at their revision come back without
+// their value; the others, keys of a past revision and paging are as
+// without it.
+func TestListKnown(t *testing.T) {
+	db := openTestDB(t, Config{})
+	ctx := ctxT(t)
+	revs := map[string]int64{}
+	for i := range 6 {
+		key := fmt.Sprintf("/k/%d", i)
+		revs[key] = mustCreate(t, db, key, fmt.Sprint(i))
+	}
+	at := db.Revision()
+	// /k/1 changes after at: listed at at, its past state is not asked about.
+	if _, err := db.Update(ctx, "/k/1", []byte("new"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	known := func(key string, rev int64) bool {
+		asked = append(asked, key)
+		// The caller knows the even keys, and /k/3 only at another revision.
+		return (key == "/k/0" || key == "/k/2" || key == "/k/4") && rev == revs[key] || key == "/k/3" && rev != revs[key]
+	}
+	res, err := db.List(ctx, "/k/", ListOptions{Known: known})
+	if err != nil || len(res.KVs) != 6 {
+		t.Fatalf("list: %d keys, %v", len(res.KVs), err)
+	}
+	for i, kv := range res.KVs {
+		knownKey := i == 0 || i == 2 || i == 4
+		if (kv.Value == nil) != knownKey {
+			t.Errorf("%s: value %q, known %v", kv.Key, kv.Value, knownKey)
+		}
+		if !knownKey && kv.Key != "/k/1" && string(kv.Value) != fmt.Sprint(i) {
+			t.Errorf("%s: value %q", kv.Key, kv.Value)
+		}
+		if kv.ModRevision == 0 || kv.Key != fmt.Sprintf("/k/%d", i) {
+			t.Errorf("%d: %+v", i, kv)
+		}
+	}
+	asked = nil
+	past, err := db.List(ctx, "/k/", ListOptions{Known: known, Revision: at})
+	if err != nil || len(past.KVs) != 6 || string(past.KVs[1].Value) != "1" {
+		t.Fatalf("list at %d: %+v %v", at, past.KVs, err)
+	}
+	for _, k := range asked {
+		if k == "/k/1" {
+			t.Errorf("asked about /k/1, whose listed state is a past one")
+		}
+	}
+	// Paging: only listed keys are asked about.
+	asked = nil
+	page, err := db.List(ctx, "/k/", ListOptions{Known: known, Limit: 2})
+	if err != nil || len(page.KVs) != 2 || page.Remaining != 4 || len(asked) != 2 {
+		t.Fatalf("page: %d keys, remaining %d, asked %v, %v", len(page.KVs), page.Remaining, asked, err)
+	}
+}

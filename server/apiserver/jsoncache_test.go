@@ -8,10 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -137,6 +139,31 @@ func TestJSONCacheResponses(t *testing.T) {
 	check()
 	if got := getJSON(t, s, "/api/v1/namespaces/default/pods/p007"); !strings.Contains(got, `"changed":"yes"`) {
 		t.Fatalf("GET after update: %s", got)
+	}
+	// Pages of cached items (and of some evicted from the cache) add up
+	// to the whole list.
+	full := getJSON(t, s, "/api/v1/namespaces/default/pods")
+	for key := range s.objs.json.items {
+		if strings.HasSuffix(key, "5") {
+			s.objs.json.drop(key)
+		}
+	}
+	var whole, paged corev1.PodList
+	if err := json.Unmarshal([]byte(full), &whole); err != nil {
+		t.Fatal(err)
+	}
+	for cont := ""; ; {
+		var page corev1.PodList
+		if err := json.Unmarshal([]byte(getJSON(t, s, "/api/v1/namespaces/default/pods?limit=70&continue="+url.QueryEscape(cont))), &page); err != nil {
+			t.Fatal(err)
+		}
+		paged.Items = append(paged.Items, page.Items...)
+		if cont = page.Continue; cont == "" {
+			break
+		}
+	}
+	if !apiequality.Semantic.DeepEqual(whole.Items, paged.Items) {
+		t.Fatalf("paged list (%d items) differs from the whole (%d)", len(paged.Items), len(whole.Items))
 	}
 	// Secrets are not cached.
 	if _, err := ts.client.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s"}, StringData: map[string]string{"k": "v"}}, metav1.CreateOptions{}); err != nil {
