@@ -215,7 +215,7 @@ func (s *Server) list(ctx context.Context, k *kind, ns string, f filter, q map[s
 	}
 	res := &listResult{}
 	prefix := k.prefix(ns)
-	if lazy && f.empty() && !k.encrypt && s.objs.json != nil {
+	if lazy && f.empty() && !k.encrypt {
 		// Items the JSON cache holds at their revision are written from it:
 		// the store need not copy their values.
 		res.cached = map[string][]byte{}

@@ -95,38 +95,18 @@ func (r *reporter) run(ctx context.Context, write func(ctx context.Context, key 
 
 // wait returns when the next report may be written: a token of the normal
 // rate, and while the API server is busy one of the busy rate as well (the
-// server is asked again after each wait, so a burst that ends releases the
+// server is asked again every 100 ms, so a burst that ends releases the
 // queue at the normal rate).
 func (r *reporter) wait(ctx context.Context) error {
 	if err := r.limit.Wait(ctx); err != nil {
 		return err
 	}
-	if r.busy == nil || !r.busy() {
-		return nil
-	}
-	for {
-		res := r.busyLimit.Reserve()
-		d := res.Delay()
-		if d == 0 {
-			return nil
-		}
-		// Wait in steps of at most 100 ms, giving the token back if the
-		// server is no longer busy meanwhile.
-		step := min(d, 100*time.Millisecond)
-		t := time.NewTimer(step)
+	for r.busy != nil && r.busy() && !r.busyLimit.Allow() {
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			res.Cancel()
 			return ctx.Err()
-		case <-t.C:
-		}
-		if step == d {
-			return nil
-		}
-		res.Cancel()
-		if !r.busy() {
-			return nil
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	return nil
 }
