@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/rest"
 
+	"github.com/orch-dev/orch/internal/gcpace"
 	"github.com/orch-dev/orch/internal/inproc"
 	"github.com/orch-dev/orch/internal/memtrim"
 	"github.com/orch-dev/orch/server/apiserver"
@@ -247,6 +248,12 @@ func (s *Server) Run(ctx context.Context) error {
 	// the freed heap goes back to the system once the server is quiet.
 	trim := memtrim.New(memtrim.Config{}, s.log.With("component", "memtrim"))
 	g.Go(func() error { return trim.Run(ctx) })
+	// The JSON cache's bytes do not get the collector's 100 % room for
+	// garbage (see gcpace); GOGC from the environment is left alone.
+	if _, set := os.LookupEnv("GOGC"); !set {
+		pace := gcpace.New(gcpace.Config{}, s.log.With("component", "gcpace"), s.api.CacheBytes)
+		g.Go(func() error { return pace.Run(ctx) })
+	}
 	return g.Wait()
 }
 

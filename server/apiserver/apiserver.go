@@ -178,6 +178,10 @@ func (s *Server) fieldManager(k *kind, subresource string) (*managedfields.Field
 	return fm, nil
 }
 
+// CacheBytes is how many bytes the server's cache of encoded objects holds
+// (the JSON of objects read recently, bounded by DefaultJSONCacheBytes).
+func (s *Server) CacheBytes() uint64 { return uint64(s.objs.json.bytes()) }
+
 // ClientWrites is the number of write requests (create, update, patch,
 // delete) from clients outside the process being served now; the server's
 // own components (authenticated in-process) do not count. The scheduler

@@ -93,6 +93,16 @@ func (c *jsonCache) drop(key string) {
 	c.mu.Unlock()
 }
 
+// bytes is what the entries hold (their encodings and keys).
+func (c *jsonCache) bytes() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.size
+}
+
 // len is the number of entries.
 func (c *jsonCache) len() int {
 	c.mu.RLock()

@@ -39,7 +39,7 @@ func TestJSONCacheRevisionsAndBound(t *testing.T) {
 		t.Fatal("a newer revision did not replace the entry")
 	}
 	c.drop("/a")
-	if c.get("/a", 7) != nil || c.size != 0 {
+	if c.get("/a", 7) != nil || c.size != 0 || c.bytes() != 0 {
 		t.Fatalf("dropped entry still there (size %d)", c.size)
 	}
 	item := bytes.Repeat([]byte("x"), 500)
@@ -125,6 +125,10 @@ func TestJSONCacheResponses(t *testing.T) {
 		}
 	}
 	check()
+	// The LIST filled the cache: CacheBytes counts every pod's encoding.
+	if got, min := s.CacheBytes(), uint64(300*len(getJSON(t, s, "/api/v1/namespaces/default/pods/p000"))/2); got < min {
+		t.Fatalf("CacheBytes %d after a LIST of 300 pods, want at least %d", got, min)
+	}
 	p, err := pods.Get(ctx, "p007", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
