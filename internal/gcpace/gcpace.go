@@ -11,9 +11,9 @@
 // the process peaks at, by 12 MB. Caches kept off the Go heap (mmap'd
 // chunks) avoid that at the price of managing their memory by hand.
 //
-// A Pacer gets the same effect with the cache left on the heap: every
-// Interval it sets GOGC so that the room for garbage is Percent of the live
-// heap without the cache's bytes, as if the cache lived elsewhere:
+// A Pacer gets the same effect with the cache left on the heap: after every
+// collection it sets GOGC so that the room for garbage is Percent of the
+// live heap without the cache's bytes, as if the cache lived elsewhere:
 // GOGC = Percent × (live − held) / live, never below Floor. A process with
 // an empty cache runs at Percent, exactly as before. GOGC set in the
 // environment is the operator's choice: callers do not run a Pacer then.
@@ -22,9 +22,10 @@ package gcpace
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"time"
+	"sync/atomic"
 )
 
 // Config tunes a Pacer; zero fields take the defaults.
@@ -35,11 +36,8 @@ type Config struct {
 	// Floor is the least GOGC the Pacer sets (25): a heap that is nearly
 	// all cache still gets some room, and collections stay spaced.
 	Floor int
-	// Interval between adjustments (1 s). A cache fills and empties over
-	// seconds (a LIST, a burst of deletes); collections come faster.
-	Interval time.Duration
 	// Step is the least change worth making (5 points): small swings of the
-	// live heap do not reset the collector's pacing every Interval.
+	// live heap do not reset the collector's pacing at every collection.
 	Step int
 }
 
@@ -53,9 +51,6 @@ func (c Config) withDefaults() Config {
 	if c.Floor > c.Percent {
 		c.Floor = c.Percent
 	}
-	if c.Interval <= 0 {
-		c.Interval = time.Second
-	}
 	if c.Step <= 0 {
 		c.Step = 5
 	}
@@ -65,41 +60,75 @@ func (c Config) withDefaults() Config {
 // Pacer sets GOGC from the live heap and a cache's size; see the package
 // comment.
 type Pacer struct {
-	cfg  Config
-	log  *slog.Logger
-	held func() uint64 // bytes the cache holds now
-	live func() uint64 // live heap after the last collection
-	set  func(int) int // debug.SetGCPercent
-	cur  int
+	cfg    Config
+	log    *slog.Logger
+	held   func() uint64 // bytes the cache holds now
+	live   func() uint64 // live heap after the last collection
+	set    func(int) int // debug.SetGCPercent
+	cycles notifier
+	cur    int
 }
+
+// notifier signals c after every collection until stop is called.
+type notifier func(c chan<- struct{}) (stop func())
 
 // New returns a Pacer of this process; held reports the bytes the cache
 // holds (it is called from the Pacer's goroutine and must be safe for that).
 func New(cfg Config, log *slog.Logger, held func() uint64) *Pacer {
-	return newPacer(cfg, log, held, liveHeap, debug.SetGCPercent)
+	return newPacer(cfg, log, held, liveHeap, debug.SetGCPercent, afterCollections)
 }
 
-func newPacer(cfg Config, log *slog.Logger, held, live func() uint64, set func(int) int) *Pacer {
+func newPacer(cfg Config, log *slog.Logger, held, live func() uint64, set func(int) int, cycles notifier) *Pacer {
 	cfg = cfg.withDefaults()
-	return &Pacer{cfg: cfg, log: log, held: held, live: live, set: set, cur: cfg.Percent}
+	return &Pacer{cfg: cfg, log: log, held: held, live: live, set: set, cycles: cycles, cur: cfg.Percent}
 }
 
-// Run adjusts GOGC every Interval until ctx ends, then sets it back to
-// Percent.
+// Run adjusts GOGC after each collection until ctx ends, then sets it back
+// to Percent. A collection is when the live heap is measured and when the
+// next one's goal is set, so adjusting then is exact and costs nothing while
+// the process is idle (no collections, no wake-ups).
 func (p *Pacer) Run(ctx context.Context) error {
 	p.set(p.cfg.Percent)
 	defer p.set(p.cfg.Percent)
-	tick := time.NewTicker(p.cfg.Interval)
-	defer tick.Stop()
+	c := make(chan struct{}, 1)
+	stop := p.cycles(c)
+	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-c:
 			p.step()
 		}
 	}
 }
+
+// afterCollections signals c after each garbage collection: a sentinel
+// object's finalizer runs once the collection that found it unreachable
+// ends, and re-arms itself with a new sentinel until stop is called.
+func afterCollections(c chan<- struct{}) (stop func()) {
+	var stopped atomic.Bool
+	var arm func()
+	arm = func() {
+		s := new(sentinel)
+		runtime.SetFinalizer(s, func(*sentinel) {
+			if stopped.Load() {
+				return
+			}
+			select {
+			case c <- struct{}{}:
+			default: // a signal is pending already
+			}
+			arm()
+		})
+	}
+	arm()
+	return func() { stopped.Store(true) }
+}
+
+// sentinel is large enough not to be batched with other small objects by
+// the allocator (a finalizer on such a tiny object may never run).
+type sentinel struct{ _ [16]byte }
 
 // step sets GOGC for the current figures when it moved by Step or more, or
 // back to exactly Percent or Floor.

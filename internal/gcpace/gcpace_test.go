@@ -68,7 +68,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // back to exactly Percent once the cache empties.
 func TestStep(t *testing.T) {
 	f := &fakeRuntime{gogc: 100}
-	p := newPacer(Config{}, quiet(), f.heldBytes, f.liveBytes, f.set)
+	p := newPacer(Config{}, quiet(), f.heldBytes, f.liveBytes, f.set, nil)
 	steps := []struct {
 		live, held uint64
 		want       int // GOGC after the step
@@ -115,15 +115,29 @@ func equal(a, b []int) bool {
 	return true
 }
 
-// TestRunRestoresPercent: Run adjusts on its ticks and leaves GOGC at
-// Percent when it ends.
+// fakeCycles is a notifier whose collections the test makes.
+type fakeCycles struct {
+	c       chan chan<- struct{}
+	stopped chan struct{}
+}
+
+func (f *fakeCycles) notify(c chan<- struct{}) func() {
+	f.c <- c
+	return func() { close(f.stopped) }
+}
+
+// TestRunRestoresPercent: Run adjusts after collections, and leaves GOGC at
+// Percent and stops the notifications when it ends.
 func TestRunRestoresPercent(t *testing.T) {
 	f := &fakeRuntime{gogc: 100}
 	f.figures(40*mb, 20*mb)
-	p := newPacer(Config{Interval: time.Millisecond}, quiet(), f.heldBytes, f.liveBytes, f.set)
+	cycles := &fakeCycles{c: make(chan chan<- struct{}, 1), stopped: make(chan struct{})}
+	p := newPacer(Config{}, quiet(), f.heldBytes, f.liveBytes, f.set, cycles.notify)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
+	gc := <-cycles.c
+	gc <- struct{}{} // a collection
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		f.mu.Lock()
@@ -133,7 +147,7 @@ func TestRunRestoresPercent(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("GOGC %d after 10 s of 1 ms ticks, want 50", g)
+			t.Fatalf("GOGC %d 10 s after a collection, want 50", g)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -143,6 +157,35 @@ func TestRunRestoresPercent(t *testing.T) {
 	}
 	if f.gogc != 100 {
 		t.Errorf("GOGC %d after Run, want 100", f.gogc)
+	}
+	select {
+	case <-cycles.stopped:
+	default:
+		t.Error("notifications not stopped after Run")
+	}
+}
+
+// TestAfterCollections: the real notifier signals after runtime.GC, and not
+// after it is stopped.
+func TestAfterCollections(t *testing.T) {
+	c := make(chan struct{}, 1)
+	stop := afterCollections(c)
+	for range 3 {
+		runtime.GC()
+		select {
+		case <-c:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no signal 10 s after a collection")
+		}
+	}
+	stop()
+	runtime.GC() // runs the armed finalizer, which sees stop and ends
+	runtime.GC()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-c:
+		t.Error("signal after stop")
+	default:
 	}
 }
 
