@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/runtime/serializer/streaming"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/watch"
 
@@ -421,9 +420,11 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 	defer wt.Stop()
 
 	flusher, _ := w.(http.Flusher)
-	framer := out.info.StreamSerializer.Framer.NewFrameWriter(w)
-	enc := streaming.NewEncoder(framer, s.codecs.EncoderForVersion(out.info.StreamSerializer.Serializer, schema.GroupVersion{Version: "v1"}))
-	embedded := out.info.Serializer
+	enc := &eventEncoder{
+		framer:   out.info.StreamSerializer.Framer.NewFrameWriter(w),
+		envelope: s.codecs.EncoderForVersion(out.info.StreamSerializer.Serializer, schema.GroupVersion{Version: "v1"}),
+		embedded: out.info.Serializer,
+	}
 	w.Header().Set("Content-Type", out.info.MediaType)
 	w.Header().Set("Transfer-Encoding", "chunked")
 	w.WriteHeader(http.StatusOK)
@@ -435,13 +436,13 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 	// send writes an event; kv is the stored form of obj when the cache
 	// may serve it (nil for deletions).
 	send := func(typ watch.EventType, obj runtime.Object, kv *store.KeyValue) error {
-		var buf bytesBuffer
+		var raw []byte
 		if cached && kv != nil {
 			item, err := s.storedJSON(ctx, sv.k, *kv, obj)
 			if err != nil {
 				return err
 			}
-			buf.b = withTypeMeta(make([]byte, 0, len(item)+64), sv.gvk(), item)
+			raw = withTypeMeta(enc.objectBuffer(), sv.gvk(), item)
 		} else {
 			body, err := s.renderOne(sv, out, obj, first)
 			if err != nil {
@@ -450,11 +451,11 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 			if out.as == "Table" {
 				first = false
 			}
-			if err := embedded.Encode(body, &buf); err != nil {
+			if raw, err = enc.encodeObject(body); err != nil {
 				return err
 			}
 		}
-		if err := enc.Encode(&metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: buf.b}}); err != nil {
+		if err := enc.write(string(typ), raw); err != nil {
 			return err
 		}
 		if flusher != nil {
@@ -485,11 +486,11 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 		if err != nil {
 			return err
 		}
-		var buf bytesBuffer
-		if err := embedded.Encode(body, &buf); err != nil {
+		raw, err := enc.encodeObject(body)
+		if err != nil {
 			return err
 		}
-		err = enc.Encode(&metav1.WatchEvent{Type: string(watch.Bookmark), Object: runtime.RawExtension{Raw: buf.b}})
+		err = enc.write(string(watch.Bookmark), raw)
 		if flusher != nil {
 			flusher.Flush()
 		}
@@ -529,9 +530,8 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 				if err := wt.Err(); err != nil && ctx.Err() == nil {
 					st := storeError(sv.k, "", err).(apierrors.APIStatus).Status()
 					st.Kind, st.APIVersion = "Status", "v1"
-					var buf bytesBuffer
-					if embedded.Encode(&st, &buf) == nil {
-						_ = enc.Encode(&metav1.WatchEvent{Type: string(watch.Error), Object: runtime.RawExtension{Raw: buf.b}})
+					if raw, err := enc.encodeObject(&st); err == nil {
+						_ = enc.write(string(watch.Error), raw)
 					}
 				}
 				return
