@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
 	"sync"
@@ -33,6 +34,11 @@ type createFields struct {
 
 	mu    sync.Mutex
 	empty map[schema.GroupVersionKind]*typed.TypedValue
+
+	// bufs are scratch buffers (*bytes.Buffer) for the fields' JSON, which
+	// is then copied out at its exact size (fieldpath's ToJSON returns its
+	// grown buffer: twice the garbage).
+	bufs sync.Pool
 }
 
 func newCreateFields(conv interface {
@@ -109,10 +115,16 @@ func (c *createFields) set(k *kind, obj runtime.Object, m metav1.Object, manager
 	if fs.Empty() {
 		return true, nil
 	}
-	raw, err := fs.ToJSON()
-	if err != nil {
+	buf, _ := c.bufs.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	buf.Reset()
+	if err := fs.ToJSONStream(buf); err != nil {
 		return false, fmt.Errorf("encode managed fields of %s: %w", k.gvk.Kind, err)
 	}
+	raw := bytes.Clone(buf.Bytes())
+	c.bufs.Put(buf)
 	if manager == "" {
 		manager = "unknown"
 	}

@@ -1,11 +1,11 @@
 package apiserver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sync/errgroup"
@@ -67,16 +67,32 @@ func (o *objects) encode(ctx context.Context, k *kind, obj runtime.Object) ([]by
 	}
 	rv := m.GetResourceVersion()
 	m.SetResourceVersion("")
-	var buf bytes.Buffer
-	err = o.proto.Encode(obj, &buf)
+	var out ownedWriter
+	err = o.proto.Encode(obj, &out)
 	m.SetResourceVersion(rv)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", k.gvk.Kind, err)
 	}
 	if k.encrypt && o.enc != nil {
-		return o.enc.TransformToStorage(ctx, buf.Bytes(), k.key(m.GetNamespace(), m.GetName()))
+		return o.enc.TransformToStorage(ctx, out.b, k.key(m.GetNamespace(), m.GetName()))
 	}
-	return buf.Bytes(), nil
+	return out.b, nil
+}
+
+// ownedWriter keeps what is written to it. The protobuf serializer's Encode
+// writes an object with a single Write of a buffer it has just allocated
+// for it and never touches again: that buffer is kept as it is, not copied
+// into a growing one. Should a second Write come, the bytes are copied
+// into a new slice.
+type ownedWriter struct{ b []byte }
+
+func (w *ownedWriter) Write(p []byte) (int, error) {
+	if w.b == nil {
+		w.b = p
+	} else {
+		w.b = append(slices.Clip(w.b), p...)
+	}
+	return len(p), nil
 }
 
 func (o *objects) decode(ctx context.Context, k *kind, kv store.KeyValue) (runtime.Object, error) {
