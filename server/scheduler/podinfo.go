@@ -124,15 +124,39 @@ func newPodInfo(p *corev1.Pod, key string, nz corev1.ResourceList) (*podInfo, er
 // its requests, host ports and owner.
 func assignedInfo(p *corev1.Pod, nzDefaults corev1.ResourceList) *podInfo {
 	pi := &podInfo{pod: p, uid: p.UID}
-	pi.req = resourcesOf(resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}))
+	if requestsNothing(p) {
+		// Requests nothing: every container counts the defaults for
+		// scoring, as PodRequests would find (without its garbage: two
+		// resource lists per container).
+		n := int64(len(p.Spec.Containers))
+		pi.nonzeroCPU, pi.nonzeroMem = n*nzDefaults.Cpu().MilliValue(), n*nzDefaults.Memory().Value()
+	} else {
+		pi.req = resourcesOf(resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}))
+		nz := resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{NonMissingContainerRequests: nzDefaults})
+		pi.nonzeroCPU, pi.nonzeroMem = nz.Cpu().MilliValue(), nz.Memory().Value()
+	}
 	pi.req.pods = 1
-	nz := resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{NonMissingContainerRequests: nzDefaults})
-	pi.nonzeroCPU, pi.nonzeroMem = nz.Cpu().MilliValue(), nz.Memory().Value()
 	pi.ports = podPorts(p)
 	if ref := metav1.GetControllerOfNoCopy(p); ref != nil {
 		pi.owner = ref.UID
 	}
 	return pi
+}
+
+// requestsNothing reports whether p has no resources, requests or limits
+// anywhere PodRequests looks (containers, init containers, overhead, the
+// pod level): best-effort pods, the common case.
+func requestsNothing(p *corev1.Pod) bool {
+	if len(p.Spec.InitContainers) > 0 || len(p.Spec.Overhead) > 0 || p.Spec.Resources != nil {
+		return false
+	}
+	for i := range p.Spec.Containers {
+		r := &p.Spec.Containers[i].Resources
+		if len(r.Requests) > 0 || len(r.Limits) > 0 || len(r.Claims) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // newNonzeroDefaults is the list filling missing cpu and memory requests
