@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -352,7 +353,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apierrors.NewBadRequest("the server could not find the requested resource: a namespace is required"))
 		return
 	}
-	q := r.URL.Query()
+	q := query(r)
 	isWatch := ri.watchPath || q.Get("watch") == "true" || q.Get("watch") == "1"
 	if u, _ := UserFrom(r.Context()); u != nil {
 		if err := s.authorize(r.Context(), u, verbOf(r, ri, isWatch), sv, ri); err != nil {
@@ -444,4 +445,14 @@ func now() metav1.Time { return metav1.NewTime(time.Now().Truncate(time.Second))
 func unsupportedMediaType(ct string) error {
 	return apierrors.NewGenericServerResponse(http.StatusUnsupportedMediaType, "", schema.GroupResource{}, "",
 		fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got %q)", ct), 0, false)
+}
+
+// query is r's query, parsed. A request without one (most creates and
+// updates) gets a nil map, which reads as empty, instead of a new empty map
+// for each of the several places that look at the query.
+func query(r *http.Request) url.Values {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	return r.URL.Query()
 }

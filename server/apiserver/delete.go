@@ -26,7 +26,7 @@ func (s *Server) deleteOptions(r *http.Request) (*metav1.DeleteOptions, error) {
 			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid DeleteOptions: %v", err))
 		}
 	}
-	q := r.URL.Query()
+	q := query(r)
 	if g := q.Get("gracePeriodSeconds"); g != "" {
 		v, err := strconv.ParseInt(g, 10, 64)
 		if err != nil {

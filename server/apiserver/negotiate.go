@@ -80,7 +80,7 @@ func (s *Server) mediaTypes() []string {
 
 // encoder returns the serializer for the output, pretty when asked.
 func (o output) encoder(r *http.Request) runtime.Encoder {
-	if p := r.URL.Query().Get("pretty"); (p == "true" || p == "1") && o.info.PrettySerializer != nil {
+	if p := query(r).Get("pretty"); (p == "true" || p == "1") && o.info.PrettySerializer != nil {
 		return o.info.PrettySerializer
 	}
 	return o.info.Serializer

@@ -58,7 +58,7 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, sv *served, ri
 // plainJSON says whether a response is the storage version's plain JSON,
 // which the JSON cache serves.
 func (s *Server) plainJSON(r *http.Request, sv *served, out output) bool {
-	return out.as == "" && out.info.MediaType == runtime.ContentTypeJSON && !sv.legacy && r.URL.Query().Get("pretty") == ""
+	return out.as == "" && out.info.MediaType == runtime.ContentTypeJSON && !sv.legacy && query(r).Get("pretty") == ""
 }
 
 // writeJSONBytes writes an encoded JSON response.
@@ -76,7 +76,7 @@ type filter struct {
 }
 
 func parseFilter(r *http.Request) (filter, error) {
-	q := r.URL.Query()
+	q := query(r)
 	f := filter{labels: labels.Everything(), fields: fields.Everything()}
 	if ls := q.Get("labelSelector"); ls != "" {
 		sel, err := labels.Parse(ls)
@@ -288,7 +288,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, sv *served, r
 		return
 	}
 	jsonItems := s.plainJSON(r, sv, out)
-	res, err := s.list(r.Context(), sv.k, ri.namespace, f, r.URL.Query(), jsonItems)
+	res, err := s.list(r.Context(), sv.k, ri.namespace, f, query(r), jsonItems)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -377,7 +377,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 	if ri.name != "" {
 		f.fields = fields.AndSelectors(f.fields, fields.OneTermEqualSelector("metadata.name", ri.name))
 	}
-	q := r.URL.Query()
+	q := query(r)
 	ctx := r.Context()
 	timeout := 30 * time.Minute
 	if ts := q.Get("timeoutSeconds"); ts != "" {

@@ -131,7 +131,7 @@ func (s *Server) servePodNode(w http.ResponseWriter, r *http.Request, sv *served
 		s.writeError(w, r, apierrors.NewBadRequest(fmt.Sprintf("pod %s does not have a host assigned", p.Name)))
 		return
 	}
-	container := r.URL.Query().Get("container")
+	container := query(r).Get("container")
 	if container == "" {
 		if len(p.Spec.Containers) != 1 {
 			names := ""

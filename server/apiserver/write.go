@@ -34,7 +34,7 @@ type writeOpts struct {
 }
 
 func parseWriteOpts(r *http.Request, defaultManager string) (writeOpts, error) {
-	q := r.URL.Query()
+	q := query(r)
 	o := writeOpts{fieldManager: q.Get("fieldManager"), fieldValidation: q.Get("fieldValidation")}
 	for _, d := range q["dryRun"] {
 		if d != "All" {
