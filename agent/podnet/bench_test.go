@@ -85,10 +85,22 @@ func BenchmarkCrossNodeTCP(b *testing.B) {
 // to pod over VXLAN, so that load from elsewhere on the machine hits both
 // alike; it reports each throughput and the pod/host ratio (target >= 85%).
 func BenchmarkVXLANVersusUnderlay(b *testing.B) {
+	vxlanVersusUnderlay(b, 4<<20)
+}
+
+// BenchmarkVXLANVersusUnderlayBulk is BenchmarkVXLANVersusUnderlay with
+// 64 MiB transfers: closer to a bulk stream, as the acknowledgement round
+// trip after each chunk weighs less. On the same machine in the same hour
+// it reported 76-88 % (median 80) where the 4 MiB one gave 81-90 %
+// (median 86).
+func BenchmarkVXLANVersusUnderlayBulk(b *testing.B) {
+	vxlanVersusUnderlay(b, 64<<20)
+}
+
+func vxlanVersusUnderlay(b *testing.B, chunk int) {
 	l, nodes := newCluster(b, BackendVXLAN, 2)
 	pa := newPod(b, l, nodes[0], "pa")
 	pb := newPod(b, l, nodes[1], "pb")
-	const chunk = 4 << 20
 	host := openSink(b, nodes[0].host.NS, nodes[1].host.NS, nodes[1].host.IP, chunk)
 	pod := openSink(b, pa.ns, pb.ns, pb.ip.Addr.Addr(), chunk)
 	var hostTime, podTime time.Duration
@@ -96,7 +108,7 @@ func BenchmarkVXLANVersusUnderlay(b *testing.B) {
 		hostTime += host.send(b)
 		podTime += pod.send(b)
 	}
-	mb := float64(b.N) * chunk / 1e6
+	mb := float64(b.N) * float64(chunk) / 1e6
 	b.ReportMetric(mb/hostTime.Seconds(), "host-MB/s")
 	b.ReportMetric(mb/podTime.Seconds(), "pod-MB/s")
 	b.ReportMetric(100*hostTime.Seconds()/podTime.Seconds(), "pod/host-%")
