@@ -442,7 +442,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, sv *served, 
 			if err != nil {
 				return err
 			}
-			raw = withTypeMeta(enc.objectBuffer(), sv.gvk(), item)
+			raw = enc.cachedObject(sv.gvk(), item)
 		} else {
 			body, err := s.renderOne(sv, out, obj, first)
 			if err != nil {

@@ -5,6 +5,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // eventEncoder writes the events of one watch, reusing its buffers from
@@ -29,9 +30,13 @@ func (e *eventEncoder) encodeObject(obj runtime.Object) ([]byte, error) {
 	return e.obj.b, err
 }
 
-// objectBuffer returns the object buffer, emptied, for an encoding made
-// elsewhere (the JSON cache's bytes with their type).
-func (e *eventEncoder) objectBuffer() []byte { return e.obj.b[:0] }
+// cachedObject returns item, a list item encoding from the JSON cache, as
+// the next event's object (with its kind and apiVersion); the bytes are
+// valid until the next call.
+func (e *eventEncoder) cachedObject(gvk schema.GroupVersionKind, item []byte) []byte {
+	e.obj.b = withTypeMeta(e.obj.b[:0], gvk, item)
+	return e.obj.b
+}
 
 // write frames an event of type typ carrying raw, the object's encoding.
 func (e *eventEncoder) write(typ string, raw []byte) error {
