@@ -250,7 +250,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return trim.Run(ctx) })
 	// The JSON cache's bytes do not get the collector's 100 % room for
 	// garbage (see gcpace); GOGC from the environment is left alone.
-	if _, set := os.LookupEnv("GOGC"); !set {
+	if !gogcFromEnvironment() {
 		pace := gcpace.New(gcpace.Config{}, s.log.With("component", "gcpace"), s.api.CacheBytes)
 		g.Go(func() error { return pace.Run(ctx) })
 	}
@@ -267,12 +267,19 @@ const startupGCPercent = 50
 // keeps; a smaller heap goal there leaves a smaller, less fragmented heap
 // for the server's idle life.
 func startupGC() func() {
-	if _, set := os.LookupEnv("GOGC"); set {
+	if gogcFromEnvironment() {
 		return func() {}
 	}
 	prev := debug.SetGCPercent(startupGCPercent)
 	var once sync.Once
 	return func() { once.Do(func() { debug.SetGCPercent(prev) }) }
+}
+
+// gogcFromEnvironment says whether the operator set GOGC: then the server
+// leaves the collector's pacing alone (start-up and gcpace).
+func gogcFromEnvironment() bool {
+	_, set := os.LookupEnv("GOGC")
+	return set
 }
 
 // Port is the port the API server listens on, once it does.
