@@ -32,6 +32,7 @@ type agentOptions struct {
 	clusterCIDR, flannelBackend, clusterDNS, resolvConf             string
 	clusterDomain, privateRegistry, logLevel                        string
 	nodeIPs, nodeLabels, nodeTaints                                 []string
+	disablePodFastPath                                              bool
 }
 
 func (o *agentOptions) flags() []*cli.Flag {
@@ -48,6 +49,7 @@ func (o *agentOptions) flags() []*cli.Flag {
 		{Name: "cgroup-root", Value: cli.String(&o.cgroupRoot, "/orch"), Env: envs("cgroup-root"), Usage: "cgroup parent of the pods"},
 		{Name: "cluster-cidr", Value: cli.String(&o.clusterCIDR, "10.42.0.0/16"), Env: envs("cluster-cidr"), Usage: "pod IP range of the cluster (the server's --cluster-cidr)"},
 		{Name: "flannel-backend", Value: cli.String(&o.flannelBackend, "vxlan"), Env: envs("flannel-backend"), Usage: "how pod traffic crosses nodes: vxlan, host-gw or none"},
+		{Name: "disable-pod-fast-path", Value: cli.Bool(&o.disablePodFastPath, false), Env: envs("disable-pod-fast-path"), Usage: "keep pod traffic on the kernel's normal forwarding path (no eBPF fast path between pods and the VXLAN overlay)"},
 		{Name: "cluster-dns", Value: cli.String(&o.clusterDNS, "10.43.0.10"), Env: envs("cluster-dns"), Usage: "nameserver of ClusterFirst pods"},
 		{Name: "resolv-conf", Value: cli.String(&o.resolvConf, "/etc/resolv.conf"), Env: envs("resolv-conf"), Usage: "upstream resolvers of cluster DNS and of dnsPolicy Default pods"},
 		{Name: "cluster-domain", Value: cli.String(&o.clusterDomain, "cluster.local"), Env: envs("cluster-domain"), Usage: "cluster DNS domain"},
@@ -240,7 +242,7 @@ func podnetConfig(o *agentOptions, cfg agent.Config) (podnet.Config, error) {
 		return podnet.Config{}, fmt.Errorf("--flannel-backend %q: want vxlan, host-gw or none", backend)
 	}
 	return podnet.Config{NodeName: cfg.NodeName, ClusterCIDR: cidr, NodeIP: nodeIP, Backend: backend,
-		DataDir: filepath.Join(cfg.DataDir, "agent", "podnet")}, nil
+		DataDir: filepath.Join(cfg.DataDir, "agent", "podnet"), NoFastPath: o.disablePodFastPath}, nil
 }
 
 // localAddrTowards returns the local address the kernel would use to reach

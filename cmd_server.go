@@ -26,7 +26,7 @@ type serverOptions struct {
 	clusterDNS, nodePortRange, cgroupRoot, resolvConf, logLevel     string
 	httpsPort                                                       int
 	nodeIPs, tlsSANs, nodeLabels, nodeTaints                        []string
-	disableAgent, enablePprof                                       bool
+	disableAgent, enablePprof, disablePodFastPath                   bool
 	notReadyTolerationSeconds, unreachableTolerationSeconds         int64
 }
 
@@ -50,6 +50,7 @@ func (o *serverOptions) flags() []*cli.Flag {
 		{Name: "service-node-port-range", Value: cli.String(&o.nodePortRange, "30000-32767"), Env: envs("service-node-port-range"), Usage: "NodePort range"},
 		{Name: "tls-san", Value: cli.Strings(&o.tlsSANs, nil), Env: envs("tls-san"), Usage: "extra host names or IPs in the serving certificate"},
 		{Name: "disable-agent", Value: cli.Bool(&o.disableAgent, false), Env: envs("disable-agent"), Usage: "run the control plane only, no workloads on this machine"},
+		{Name: "disable-pod-fast-path", Value: cli.Bool(&o.disablePodFastPath, false), Env: envs("disable-pod-fast-path"), Usage: "keep pod traffic on the kernel's normal forwarding path (no eBPF fast path between pods and the VXLAN overlay)"},
 		{Name: "cgroup-root", Value: cli.String(&o.cgroupRoot, "/orch"), Env: envs("cgroup-root"), Usage: "cgroup parent of the pods"},
 		{Name: "default-not-ready-toleration-seconds", Value: cli.Int64(&o.notReadyTolerationSeconds, 300), Env: envs("default-not-ready-toleration-seconds"), Usage: "tolerationSeconds of the not-ready NoExecute toleration every pod gets"},
 		{Name: "default-unreachable-toleration-seconds", Value: cli.Int64(&o.unreachableTolerationSeconds, 300), Env: envs("default-unreachable-toleration-seconds"), Usage: "tolerationSeconds of the unreachable NoExecute toleration every pod gets (how long pods of a lost node wait before they are replaced)"},
@@ -94,6 +95,7 @@ func serverConfig(o *serverOptions) (server.Config, error) {
 		TLSSANs:                      o.tlsSANs,
 		Version:                      version,
 		DisableAgent:                 o.disableAgent,
+		DisablePodFastPath:           o.disablePodFastPath,
 		EnablePprof:                  o.enablePprof,
 		CgroupRoot:                   o.cgroupRoot,
 		ResolvConf:                   o.resolvConf,

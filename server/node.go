@@ -63,7 +63,7 @@ func (s *Server) runNode(ctx context.Context) error {
 	}
 	network := agent.PodnetFactory(podnet.Config{
 		NodeName: cfg.NodeName, ClusterCIDR: cfg.ClusterCIDR, NodeIP: v4,
-		DataDir: filepath.Join(cfg.DataDir, "agent", "podnet"),
+		DataDir: filepath.Join(cfg.DataDir, "agent", "podnet"), NoFastPath: cfg.DisablePodFastPath,
 	}, s.log)
 	a, err := agent.New(agent.Config{
 		NodeName: cfg.NodeName, NodeIPs: nodeIPs, DataDir: cfg.DataDir, ControlPlane: true,

@@ -55,6 +55,9 @@ type Config struct {
 	NodePortMax         int
 	TLSSANs             []string
 	DisableAgent        bool
+	// DisablePodFastPath keeps the embedded agent's pod traffic on the
+	// kernel's normal path (podnet.Config.NoFastPath).
+	DisablePodFastPath bool
 	// NodeLabels and NodeTaints are added to this machine's Node when the
 	// embedded agent registers it (as `orch agent --node-label/--node-taint`).
 	NodeLabels map[string]string

@@ -38,6 +38,7 @@ func (n *Network) SetPeers(peers []Peer) error {
 		}
 	}
 	wantR, wantN := wantEntries(&n.cfg, good, vx, uplink)
+	n.fastSetPeers(good)
 	haveR, err := n.ourRoutes()
 	if err != nil {
 		return err
@@ -161,6 +162,8 @@ func (e neighEntry) String() string {
 func (n *Network) Uninstall() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.stopFastPath()
+	n.removePodFilters()
 	var errs []error
 	routes, err := n.ourRoutes()
 	errs = append(errs, err)

@@ -110,6 +110,10 @@ type Config struct {
 	// MTU of pod interfaces; 0 derives it from the uplink (the link
 	// holding NodeIP): its MTU, less VXLANOverhead for vxlan.
 	MTU int
+	// NoFastPath keeps the vxlan backend's pod traffic on the kernel's
+	// normal forwarding path (fastpath.go); the fast path is used
+	// otherwise where the kernel has what it needs.
+	NoFastPath bool
 }
 
 func (c *Config) setDefaults() {

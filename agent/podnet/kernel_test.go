@@ -62,6 +62,12 @@ func newCluster(t testing.TB, backend Backend, n int) (*lab.Lab, []*testNode) {
 // disjoint hosts of one lab do not overlap.
 func newNodes(t testing.TB, backend Backend, hosts []*lab.Host) []*testNode {
 	t.Helper()
+	return newNodesWith(t, hosts, func(c *Config) { c.Backend = backend })
+}
+
+// newNodesWith is newNodes with each node's Config finished by set.
+func newNodesWith(t testing.TB, hosts []*lab.Host, set func(*Config)) []*testNode {
+	t.Helper()
 	nodes := make([]*testNode, len(hosts))
 	for i, h := range hosts {
 		var idx int
@@ -73,10 +79,10 @@ func newNodes(t testing.TB, backend Backend, hosts []*lab.Host) []*testNode {
 			ClusterCIDR: DefaultClusterCIDR,
 			PodCIDR:     netip.MustParsePrefix(fmt.Sprintf("10.42.%d.0/24", idx)),
 			NodeIP:      h.IP,
-			Backend:     backend,
 			DataDir:     h.DataDir,
 			NetnsPath:   h.Path,
 		}
+		set(&cfg)
 		nodes[i] = &testNode{host: h, cfg: cfg}
 		nodes[i].start(t, t)
 	}
@@ -139,14 +145,25 @@ func newPod(t testing.TB, l *lab.Lab, n *testNode, name string) *testPod {
 // the address the server saw the client as.
 func echoTCP(t testing.TB, from, to lab.NS, addr netip.Addr) netip.Addr {
 	t.Helper()
+	return echoTCPAt(t, from, to, netip.AddrPortFrom(addr, 0), nil)
+}
+
+// echoTCPAt is echoTCP with the server listening on listen and the client
+// dialling dial (nil: the listener's address), as through a DNAT.
+func echoTCPAt(t testing.TB, from, to lab.NS, listen netip.AddrPort, dial *netip.AddrPort) netip.Addr {
+	t.Helper()
 	var ln net.Listener
 	if err := to.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", netip.AddrPortFrom(addr, 0).String())
+		ln, err = net.Listen("tcp4", listen.String())
 		return err
 	}); err != nil {
-		t.Fatalf("listen on %s: %v", addr, err)
+		t.Fatalf("listen on %s: %v", listen, err)
 	}
 	defer ln.Close()
+	target := ln.Addr().String()
+	if dial != nil {
+		target = dial.String()
+	}
 	peer := make(chan netip.Addr, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -161,20 +178,20 @@ func echoTCP(t testing.TB, from, to lab.NS, addr netip.Addr) netip.Addr {
 	var c net.Conn
 	if err := from.Do(func() (err error) {
 		d := net.Dialer{Timeout: 5 * time.Second}
-		c, err = d.Dial("tcp4", ln.Addr().String())
+		c, err = d.Dial("tcp4", target)
 		return err
 	}); err != nil {
-		t.Fatalf("TCP %s -> %s: %v", from.Name, ln.Addr(), err)
+		t.Fatalf("TCP %s -> %s: %v", from.Name, target, err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	msg := []byte("hello " + from.Name)
 	if _, err := c.Write(msg); err != nil {
-		t.Fatalf("TCP write to %s: %v", ln.Addr(), err)
+		t.Fatalf("TCP write to %s: %v", target, err)
 	}
 	buf := make([]byte, len(msg))
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != string(msg) {
-		t.Fatalf("TCP echo from %s: %q %v", ln.Addr(), buf, err)
+		t.Fatalf("TCP echo from %s: %q %v", target, buf, err)
 	}
 	return <-peer
 }

@@ -67,6 +67,9 @@ type Network struct {
 	inited bool
 	mtu    int
 	bridge int // legacy bridge link index while it has pods, else 0 (legacy.go)
+
+	fast   *fastPath // nil when off or unavailable (fastpath.go)
+	fastAt [2]int    // the VXLAN device and uplink it was made for
 }
 
 // New checks cfg and opens the node's namespace and allocation table. It
@@ -102,6 +105,9 @@ func New(cfg Config, log *slog.Logger) (*Network, error) {
 
 // Close releases the namespace and netlink handles. The network stays.
 func (n *Network) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.stopFastPath()
 	n.nh.Close()
 	n.closeNS()
 	return nil
@@ -168,11 +174,16 @@ func (n *Network) Init(ctx context.Context) error {
 		return err
 	}
 	if n.cfg.Backend == BackendVXLAN {
-		if err := n.ensureVXLAN(uplink, mtu); err != nil {
+		vx, err := n.ensureVXLAN(uplink, mtu)
+		if err != nil {
 			return err
 		}
-	} else if err := n.deleteLink(n.cfg.VXLANDevice); err != nil {
-		return err
+		n.startFastPath(vx, uplink)
+	} else {
+		n.stopFastPath()
+		if err := n.deleteLink(n.cfg.VXLANDevice); err != nil {
+			return err
+		}
 	}
 	if err := n.ensureMasquerade(); err != nil {
 		return err
@@ -234,7 +245,8 @@ func (n *Network) ensureOnlyAddr(link netlink.Link, want netip.Prefix) error {
 	return nil
 }
 
-func (n *Network) ensureVXLAN(uplink, mtu int) error {
+// ensureVXLAN makes the VXLAN device as configured and returns its index.
+func (n *Network) ensureVXLAN(uplink, mtu int) (int, error) {
 	name := n.cfg.VXLANDevice
 	want := &netlink.Vxlan{
 		LinkAttrs:    netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: n.vtepMAC},
@@ -246,7 +258,7 @@ func (n *Network) ensureVXLAN(uplink, mtu int) error {
 	}
 	link, err := n.nh.LinkByName(name)
 	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("vxlan %s: %w", name, err)
+		return 0, fmt.Errorf("vxlan %s: %w", name, err)
 	}
 	if link != nil {
 		v, ok := link.(*netlink.Vxlan)
@@ -254,30 +266,30 @@ func (n *Network) ensureVXLAN(uplink, mtu int) error {
 			v.Port != want.Port || v.Learning || v.HardwareAddr.String() != n.vtepMAC.String() {
 			n.log.Info("re-creating vxlan device with changed parameters", "device", name)
 			if err := n.nh.LinkDel(link); err != nil {
-				return fmt.Errorf("delete outdated vxlan %s: %w", name, err)
+				return 0, fmt.Errorf("delete outdated vxlan %s: %w", name, err)
 			}
 			link = nil
 		} else if v.MTU != mtu {
 			if err := n.nh.LinkSetMTU(link, mtu); err != nil {
-				return fmt.Errorf("vxlan %s mtu %d: %w", name, mtu, err)
+				return 0, fmt.Errorf("vxlan %s mtu %d: %w", name, mtu, err)
 			}
 		}
 	}
 	if link == nil {
 		if err := n.nh.LinkAdd(want); err != nil {
-			return fmt.Errorf("create vxlan %s: %w", name, err)
+			return 0, fmt.Errorf("create vxlan %s: %w", name, err)
 		}
 		if link, err = n.nh.LinkByName(name); err != nil {
-			return fmt.Errorf("vxlan %s: %w", name, err)
+			return 0, fmt.Errorf("vxlan %s: %w", name, err)
 		}
 	}
 	if err := n.ensureOnlyAddr(link, netip.PrefixFrom(vtepAddr(n.cfg.PodCIDR), 32)); err != nil {
-		return fmt.Errorf("vxlan %s: %w", name, err)
+		return 0, fmt.Errorf("vxlan %s: %w", name, err)
 	}
 	if err := n.nh.LinkSetUp(link); err != nil {
-		return fmt.Errorf("vxlan %s up: %w", name, err)
+		return 0, fmt.Errorf("vxlan %s up: %w", name, err)
 	}
-	return nil
+	return link.Attrs().Index, nil
 }
 
 func (n *Network) deleteLink(name string) error {
@@ -348,6 +360,7 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (PodIP, e
 	host := vethName(podUID)
 	hostMAC, podMAC := stableMAC("veth", podUID), stableMAC("pod", podUID)
 	if n.podReady(ph, host, hostMAC, res) {
+		n.fastAttachPod(host)
 		return res, nil
 	}
 	// Whatever an interrupted attempt (or the legacy bridge) left goes
@@ -377,6 +390,7 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (PodIP, e
 	if err := n.routeToPod(host, res.Addr, podMAC); err != nil {
 		return PodIP{}, n.failSetup(podUID, err)
 	}
+	n.fastAttachPod(host)
 	// The kernel activates a link's queueing (and drops what is sent
 	// before) a moment after carrier comes, from a work queue: wait for
 	// both ends so the pod's first packets are not lost.
@@ -561,6 +575,7 @@ func (n *Network) Teardown(ctx context.Context, podUID, netnsPath string) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	n.fastDetachPod(vethName(podUID))
 	// Deleting the host end deletes eth0 in the pod with it, and the
 	// pod's route and neighbour entry.
 	if err := n.deleteLink(vethName(podUID)); err != nil {
@@ -590,6 +605,7 @@ func (n *Network) Reconcile(ctx context.Context, liveUIDs []string) ([]string, e
 		if err := ctx.Err(); err != nil {
 			return freed, err
 		}
+		n.fastDetachPod(vethName(uid))
 		errs = append(errs, n.deleteLink(vethName(uid)))
 	}
 	n.dropEmptyLegacyBridge()

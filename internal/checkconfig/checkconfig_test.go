@@ -31,6 +31,10 @@ CONFIG_NFT_REJECT=m
 CONFIG_BRIDGE_NETFILTER=m
 CONFIG_SECCOMP_FILTER=y
 CONFIG_CGROUP_BPF=y
+CONFIG_NET_XGRESS=y
+CONFIG_NET_CLS_BPF=m
+CONFIG_NET_SCH_INGRESS=m
+CONFIG_DEBUG_INFO_BTF=y
 CONFIG_LOCALVERSION="-edge"
 # CONFIG_DUMMY is not set
 `
@@ -153,6 +157,8 @@ func TestFailuresSayWhatToDo(t *testing.T) {
 			"6.1.0-edge", "nftables", "numgen", Fail, "CONFIG_NFT_NUMGEN"},
 		{"no vxlan", map[string]string{"/boot/config-6.1.0-edge": strings.Replace(goodConfig, "CONFIG_VXLAN=m\n", "", 1)},
 			"6.1.0-edge", "network", "vxlan links", Warn, "host-gw"},
+		{"no tcx", map[string]string{"/boot/config-6.1.0-edge": strings.Replace(goodConfig, "CONFIG_NET_XGRESS=y\n", "", 1)},
+			"6.1.0-edge", "network", "pod fast path: tcx", Warn, "normal forwarding path"},
 		{"swap on", map[string]string{"/proc/swaps": "Filename\tType\tSize\tUsed\tPriority\n/dev/sda2 partition 1000 0 -2\n"},
 			"6.1.0-edge", "system", "swap", Warn, "swapoff"},
 		{"no seccomp", map[string]string{"/proc/self/status": "Name:\tcat\n"}, "6.1.0-edge", "kernel", "seccomp", Fail, "CONFIG_SECCOMP"},

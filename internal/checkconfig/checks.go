@@ -211,6 +211,17 @@ func (c *checker) network() []Result {
 		}
 		out = append(out, c.fromConfig("network", name, l.required, l.fix, l.option))
 	}
+	// The vxlan backend's eBPF fast path (agent/podnet/fastpath.go); without
+	// any of these, pod traffic takes the kernel's normal path.
+	const slower = " (or pods use the kernel's normal forwarding path: slower)"
+	for _, f := range []struct{ name, option, what string }{
+		{"pod fast path: tcx", "NET_XGRESS", "tcx programs (Linux 6.6+)"},
+		{"pod fast path: tc bpf", "NET_CLS_BPF", "bpf tc filters"},
+		{"pod fast path: clsact", "NET_SCH_INGRESS", "the clsact qdisc"},
+		{"pod fast path: BTF", "DEBUG_INFO_BTF", "kernel BTF (the conntrack kfuncs' ids)"},
+	} {
+		out = append(out, c.fromConfig("network", f.name, false, "build the kernel with CONFIG_"+f.option+": "+f.what+slower, f.option))
+	}
 	return out
 }
 
