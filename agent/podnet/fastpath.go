@@ -26,9 +26,11 @@ import (
 //     headers for the peer node that owns the VTEP MAC the FIB resolved)
 //     and sent out of the uplink, or, when the peer or the uplink's next
 //     hop is not known yet, handed to the VXLAN device as the kernel would.
-//   - orch_decap, a tcx program on the uplink: a VXLAN datagram for this
-//     node whose inner packet goes to one of its pods loses its outer
-//     headers here and is delivered into the pod's namespace.
+//   - orch_decap, a tcx program on the uplink: a VXLAN datagram from a
+//     peer node (not from anyone else: a firewall that limits UDP 8472 to
+//     the nodes keeps its say) whose inner packet goes to one of this
+//     node's pods loses its outer headers here and is delivered into the
+//     pod's namespace.
 //
 // Both lower the TTL and write the next hop's MAC addresses from the FIB
 // lookup (bpf_fib_lookup reads the same routes and neighbour entries the
@@ -78,6 +80,7 @@ type fastPath struct {
 	decap *ebpf.Program
 	pods  *ebpf.Map // ifindex (u32) -> 1: host ends of pod veths
 	vteps *ebpf.Map // peer VTEP MAC (6 bytes + 2 zero) -> peer node IP
+	nodes *ebpf.Map // peer node IP -> 1: whose datagrams orch_decap takes
 	nh    *netlink.Handle
 
 	mu    sync.Mutex
@@ -106,6 +109,11 @@ func loadFastPath(p fastPathParams, nh *netlink.Handle) (_ *fastPath, err error)
 	}); err != nil {
 		return nil, fmt.Errorf("VTEP map: %w", err)
 	}
+	if f.nodes, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "orch_nodes", Type: ebpf.Hash, KeySize: 4, ValueSize: 1, MaxEntries: 1 << 16, Flags: unix.BPF_F_NO_PREALLOC,
+	}); err != nil {
+		return nil, fmt.Errorf("node map: %w", err)
+	}
 	load := func(name string, insns asm.Instructions) (*ebpf.Program, error) {
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 			Name: name, Type: ebpf.SchedCLS, License: "Dual MIT/GPL", Instructions: insns,
@@ -118,7 +126,7 @@ func loadFastPath(p fastPathParams, nh *netlink.Handle) (_ *fastPath, err error)
 	if f.fwd, err = load(fwdName, fwdProgram(p, f.pods.FD(), f.vteps.FD())); err != nil {
 		return nil, err
 	}
-	if f.decap, err = load("orch_decap", decapProgram(p, f.pods.FD())); err != nil {
+	if f.decap, err = load("orch_decap", decapProgram(p, f.pods.FD(), f.nodes.FD())); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -216,39 +224,46 @@ func (f *fastPath) detach(name string) error {
 	return nil
 }
 
-// setPeers makes the VTEP map hold exactly these peers.
+// setPeers makes the VTEP and node maps hold exactly these peers.
 func (f *fastPath) setPeers(peers []Peer) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	want := map[[8]byte][4]byte{}
+	vteps := map[[8]byte][4]byte{}
+	nodes := map[[4]byte]uint8{}
 	for _, p := range peers {
 		if len(p.VTEPMAC) == 6 && p.NodeIP.Is4() {
 			var k [8]byte
 			copy(k[:], p.VTEPMAC)
-			want[k] = p.NodeIP.As4()
+			vteps[k] = p.NodeIP.As4()
+			nodes[p.NodeIP.As4()] = 1
 		}
 	}
+	return errors.Join(syncMap(f.vteps, "VTEP", vteps), syncMap(f.nodes, "node", nodes))
+}
+
+// syncMap makes m hold exactly want.
+func syncMap[K, V comparable](m *ebpf.Map, what string, want map[K]V) error {
 	var errs []error
-	var k [8]byte
-	var v [4]byte
-	var stale [][8]byte
-	it := f.vteps.Iterate()
+	var k K
+	var v V
+	var stale []K
+	it := m.Iterate()
 	for it.Next(&k, &v) {
 		if w, ok := want[k]; !ok || w != v {
 			stale = append(stale, k)
 		}
 	}
 	if err := it.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("fast path: read VTEP map: %w", err))
+		errs = append(errs, fmt.Errorf("fast path: read %s map: %w", what, err))
 	}
 	for _, k := range stale {
-		if err := f.vteps.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("fast path: remove VTEP %x: %w", k[:6], err))
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("fast path: remove %s %v: %w", what, k, err))
 		}
 	}
 	for k, v := range want {
-		if err := f.vteps.Put(k, v); err != nil {
-			errs = append(errs, fmt.Errorf("fast path: add VTEP %x: %w", k[:6], err))
+		if err := m.Put(k, v); err != nil {
+			errs = append(errs, fmt.Errorf("fast path: add %s %v: %w", what, k, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -269,7 +284,7 @@ func (f *fastPath) Close() error {
 			errs = append(errs, p.Close())
 		}
 	}
-	for _, m := range []*ebpf.Map{f.pods, f.vteps} {
+	for _, m := range []*ebpf.Map{f.pods, f.vteps, f.nodes} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}
@@ -428,7 +443,7 @@ func fwdProgram(p fastPathParams, podsFD, vtepsFD int) asm.Instructions {
 }
 
 // decapProgram is orch_decap.
-func decapProgram(p fastPathParams, podsFD int) asm.Instructions {
+func decapProgram(p fastPathParams, podsFD, nodesFD int) asm.Instructions {
 	tun := func(off int16) int16 { return fpTun + off }
 	vni := p.vni
 	in := asm.Instructions{
@@ -465,6 +480,15 @@ func decapProgram(p fastPathParams, podsFD int) asm.Instructions {
 		asm.JNE.Imm(asm.R2, int32(binary.NativeEndian.Uint16(p.vtepMAC[4:6])), lNext),
 		asm.LoadMem(asm.R2, asm.RFP, tun(tunEth+12), asm.Half),
 		asm.JNE.Imm(asm.R2, be16(0x0800), lNext),
+		// From a peer node: anyone else's datagrams meet the node's
+		// firewall on the normal path, as they would without this.
+		asm.LoadMem(asm.R2, asm.RFP, tun(ipSrc), asm.Word),
+		asm.StoreMem(asm.RFP, fpKey, asm.R2, asm.Word),
+		asm.LoadMapPtr(asm.R1, nodesFD),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fpKey),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, lNext),
 	)
 	in = append(in, innerChecks(p, ethLen+VXLANOverhead)...)
 	// Routed as the VXLAN device would pass it on, and only to a pod.

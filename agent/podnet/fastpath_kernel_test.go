@@ -2,6 +2,7 @@ package podnet
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -106,6 +107,38 @@ func TestFastPath(t *testing.T) {
 			}
 		}
 	})
+	t.Run("datagrams from others take the normal path", func(t *testing.T) {
+		// A VXLAN datagram to h1 from the client host, not a node: the
+		// kernel's VXLAN device (and the node's firewall before it) gets
+		// it, not orch_decap.
+		rx := func() uint64 {
+			l, err := fast[1].net.nh.LinkByName(fast[1].net.cfg.VXLANDevice)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l.Attrs().Statistics.RxPackets
+		}
+		before := rx()
+		frame := vxlanFrame(fast[1].net.vtepMAC, netip.MustParseAddr("10.42.0.99"), pb.ip.Addr.Addr(), 9, []byte("x"))
+		if err := l.Client.Do(func() error {
+			c, err := net.Dial("udp4", netip.AddrPortFrom(fast[1].host.IP, DefaultVXLANPort).String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write(frame)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for rx() == before && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if rx() == before {
+			t.Error("a VXLAN datagram from a host that is no peer skipped the VXLAN device")
+		}
+	})
 	t.Run("turned off, the filters go", func(t *testing.T) {
 		if err := normal[0].net.Close(); err != nil {
 			t.Fatal(err)
@@ -130,6 +163,9 @@ func TestFastPath(t *testing.T) {
 		if n := mapLen(t, f.vteps); n != 1 {
 			t.Errorf("VTEP map holds %d peers, want 1", n)
 		}
+		if n := mapLen(t, f.nodes); n != 1 {
+			t.Errorf("node map holds %d peers, want 1", n)
+		}
 		if n := mapLen(t, f.pods); n != 2 {
 			t.Errorf("pod map holds %d veths, want 2", n)
 		}
@@ -144,6 +180,9 @@ func TestFastPath(t *testing.T) {
 		}
 		if n := mapLen(t, f.vteps); n != 0 {
 			t.Errorf("VTEP map holds %d peers with none, want 0", n)
+		}
+		if n := mapLen(t, f.nodes); n != 0 {
+			t.Errorf("node map holds %d peers with none, want 0", n)
 		}
 		announce(t, fast)
 		if n := mapLen(t, f.vteps); n != 1 {
@@ -168,6 +207,30 @@ func TestFastPath(t *testing.T) {
 			t.Errorf("after restart: %d bytes crossed the VXLAN devices for %d bytes between pods", d, bulk)
 		}
 	})
+}
+
+// vxlanFrame is a VXLAN payload (VNI 1) carrying an Ethernet frame to
+// vtep with a UDP datagram from src to dst:port.
+func vxlanFrame(vtep net.HardwareAddr, src, dst netip.Addr, port uint16, data []byte) []byte {
+	b := []byte{0x08, 0, 0, 0, 0, 0, 1, 0}
+	b = append(b, vtep...)
+	b = append(b, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00)
+	ip := []byte{0x45, 0, 0, 0, 0, 0, 0, 0, 64, unix.IPPROTO_UDP, 0, 0}
+	ip = append(append(ip, src.AsSlice()...), dst.AsSlice()...)
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(data)))
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	udp := binary.BigEndian.AppendUint16(nil, 40000)
+	udp = binary.BigEndian.AppendUint16(udp, port)
+	udp = binary.BigEndian.AppendUint16(udp, uint16(8+len(data)))
+	udp = append(udp, 0, 0)
+	return append(append(append(b, ip...), udp...), data...)
 }
 
 // fastPathUnsupported says why this kernel cannot run the fast path (tcx
