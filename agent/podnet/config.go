@@ -21,9 +21,12 @@
 //	neigh: peer pod CIDR .0 -> peer VTEP MAC        (dev orch.1, permanent)
 //	route: peer pod CIDR via peer .0 dev orch.1 onlink
 //
-// so no multicast, learning or ARP crosses the underlay. The host-gw backend
-// routes each peer's pod CIDR via the peer's node IP (nodes on one L2
-// segment), and the none backend leaves inter-node routing to someone else.
+// so no multicast, learning or ARP crosses the underlay. Where the kernel
+// allows, eBPF programs forward, encapsulate and decapsulate pod-to-pod
+// traffic themselves, past the node's forwarding path (fastpath.go). The
+// host-gw backend routes each peer's pod CIDR via the peer's node IP (nodes
+// on one L2 segment), and the none backend leaves inter-node routing to
+// someone else.
 //
 // Everything happens in the network namespace the node runs in
 // (Config.NetnsPath, the process's own by default): links, routes, the

@@ -103,7 +103,9 @@ func New(cfg Config, log *slog.Logger) (*Network, error) {
 	return n, nil
 }
 
-// Close releases the namespace and netlink handles. The network stays.
+// Close releases the namespace and netlink handles and detaches the fast
+// path from the VXLAN device and the uplink. The network stays, pod veths'
+// fast-path filters included (the next Init replaces them).
 func (n *Network) Close() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
