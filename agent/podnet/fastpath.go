@@ -397,6 +397,40 @@ func copyStack(to, from int16, n int16) asm.Instructions {
 	return in
 }
 
+// zeroStack zeroes n bytes (a multiple of 8) of the frame at at.
+func zeroStack(at, n int16) asm.Instructions {
+	var in asm.Instructions
+	for off := int16(0); off < n; off += 8 {
+		in = append(in, asm.StoreImm(asm.RFP, at+off, 0, asm.DWord))
+	}
+	return in
+}
+
+// fibLookup calls bpf_fib_lookup with the struct at slot (flags 0: the
+// node's routing rules, an MTU check) and goes to onFail unless it found
+// a forward with a resolved neighbour.
+func fibLookup(slot int16, onFail string) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(slot)),
+		asm.Mov.Imm(asm.R3, fibSize),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnFibLookup.Call(),
+		asm.JNE.Imm(asm.R0, 0, onFail), // BPF_FIB_LKUP_RET_SUCCESS only
+	}
+}
+
+// mapLookup looks up the key at slot in the map fd: R0 the value or 0.
+func mapLookup(fd int, key int16) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMapPtr(asm.R1, fd),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(key)),
+		asm.FnMapLookupElem.Call(),
+	}
+}
+
 // storeBytes writes n bytes from the stack at from into the packet at off;
 // a failure drops the packet (it may be half rewritten).
 func storeBytes(off int32, from int16, n int32) asm.Instructions {
@@ -484,12 +518,9 @@ func decapProgram(p fastPathParams, podsFD, nodesFD int) asm.Instructions {
 		// firewall on the normal path, as they would without this.
 		asm.LoadMem(asm.R2, asm.RFP, tun(ipSrc), asm.Word),
 		asm.StoreMem(asm.RFP, fpKey, asm.R2, asm.Word),
-		asm.LoadMapPtr(asm.R1, nodesFD),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, fpKey),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, lNext),
 	)
+	in = append(in, mapLookup(nodesFD, fpKey)...)
+	in = append(in, asm.JEq.Imm(asm.R0, 0, lNext))
 	in = append(in, innerChecks(p, ethLen+VXLANOverhead)...)
 	// Routed as the VXLAN device would pass it on, and only to a pod.
 	in = append(in, asm.Mov.Imm(asm.R2, int32(p.vxlan)).WithSymbol(lL4))
@@ -556,10 +587,8 @@ func fibAndTarget(podsFD int) asm.Instructions {
 	hdr := func(o int16) int16 { return fpHdr + o }
 	fib := func(o int16) int16 { return fpFib + o }
 	in := asm.Instructions{asm.StoreMem(asm.RFP, fpKey, asm.R2, asm.Word)}
-	for off := int16(0); off < fibSize; off += 8 {
-		in = append(in, asm.StoreImm(asm.RFP, fib(off), 0, asm.DWord))
-	}
-	return append(in,
+	in = append(in, zeroStack(fpFib, fibSize)...)
+	in = append(in,
 		asm.LoadMem(asm.R2, asm.RFP, fpKey, asm.Word),
 		asm.StoreMem(asm.RFP, fib(fibIfindex), asm.R2, asm.Word),
 		asm.StoreImm(asm.RFP, fib(fibFamily), afInet, asm.Byte),
@@ -574,21 +603,16 @@ func fibAndTarget(podsFD int) asm.Instructions {
 		asm.StoreMem(asm.RFP, fib(fibSrc), asm.R2, asm.Word),
 		asm.LoadMem(asm.R2, asm.RFP, hdr(ipDst), asm.Word),
 		asm.StoreMem(asm.RFP, fib(fibDst), asm.R2, asm.Word),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, fpFib),
-		asm.Mov.Imm(asm.R3, fibSize),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnFibLookup.Call(),
-		asm.JNE.Imm(asm.R0, 0, lNext), // BPF_FIB_LKUP_RET_SUCCESS only
+	)
+	in = append(in, fibLookup(fpFib, lNext)...)
+	in = append(in,
 		asm.LoadMem(asm.R8, asm.RFP, fib(fibIfindex), asm.Word),
 		asm.LoadMem(asm.R2, asm.R6, skbIfindex, asm.Word),
 		asm.JEq.Reg(asm.R8, asm.R2, lNext), // back out where it came in
 		asm.StoreMem(asm.RFP, fpKey, asm.R8, asm.Word),
-		asm.LoadMapPtr(asm.R1, podsFD),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, fpKey),
-		asm.FnMapLookupElem.Call(),
+	)
+	in = append(in, mapLookup(podsFD, fpKey)...)
+	return append(in,
 		asm.Mov.Imm(asm.R9, 1),
 		asm.JNE.Imm(asm.R0, 0, lCT),
 		asm.Mov.Imm(asm.R9, 0),
@@ -668,30 +692,23 @@ func encapsulate(p fastPathParams, vtepsFD int) asm.Instructions {
 	in = append(in, copyStack(fpVTEP, fib(fibDMAC), 6)...)
 	in = append(in,
 		asm.StoreImm(asm.RFP, fpVTEP+6, 0, asm.Half),
-		asm.LoadMapPtr(asm.R1, vtepsFD),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, fpVTEP),
-		asm.FnMapLookupElem.Call(),
+	)
+	in = append(in, mapLookup(vtepsFD, fpVTEP)...)
+	in = append(in,
 		asm.JEq.Imm(asm.R0, 0, lPlain),
 		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word), // the peer's node IP
 	)
 	// The tunnel's route: node IP to the peer's, out of the uplink.
-	for off := int16(0); off < fibSize; off += 8 {
-		in = append(in, asm.StoreImm(asm.RFP, fib2(off), 0, asm.DWord))
-	}
+	in = append(in, zeroStack(fpFib2, fibSize)...)
 	in = append(in,
 		asm.StoreImm(asm.RFP, fib2(fibFamily), afInet, asm.Byte),
 		asm.StoreImm(asm.RFP, fib2(fibL4Proto), ipprotoUDP, asm.Byte),
 		asm.StoreImm(asm.RFP, fib2(fibIfindex), int64(p.uplink), asm.Word),
 		asm.StoreImm(asm.RFP, fib2(fibSrc), int64(word(p.nodeIP[:]...)), asm.Word),
 		asm.StoreMem(asm.RFP, fib2(fibDst), asm.R7, asm.Word),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, fpFib2),
-		asm.Mov.Imm(asm.R3, fibSize),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnFibLookup.Call(),
-		asm.JNE.Imm(asm.R0, 0, lPlain),
+	)
+	in = append(in, fibLookup(fpFib2, lPlain)...)
+	in = append(in,
 		asm.LoadMem(asm.R2, asm.RFP, fib2(fibIfindex), asm.Word),
 		asm.JNE.Imm(asm.R2, int32(p.uplink), lPlain),
 	)
