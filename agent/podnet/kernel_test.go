@@ -545,6 +545,11 @@ func TestBackendSwitch(t *testing.T) {
 	if err != nil || ip != pa.ip {
 		t.Errorf("pod after switch: %+v %v, want %+v", ip, err, pa.ip)
 	}
+	if fastPathUnsupported() == "" {
+		if n := filterCount(t, nodes[0], pa); n != 0 {
+			t.Errorf("%d fast-path filters left on a pod veth after switching to host-gw", n)
+		}
+	}
 	echoTCP(t, pa.ns, pb.ns, pb.ip.Addr.Addr())
 	echoUDP(t, pb.ns, pa.ns, pa.ip.Addr.Addr())
 }

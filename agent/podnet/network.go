@@ -183,6 +183,7 @@ func (n *Network) Init(ctx context.Context) error {
 		n.startFastPath(vx, uplink)
 	} else {
 		n.stopFastPath()
+		n.removePodFilters() // left by a vxlan run
 		if err := n.deleteLink(n.cfg.VXLANDevice); err != nil {
 			return err
 		}
