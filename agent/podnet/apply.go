@@ -172,11 +172,8 @@ func (n *Network) Uninstall() error {
 			errs = append(errs, fmt.Errorf("delete route to %s: %w", r.Dst, err))
 		}
 	}
-	pods, err := n.nh.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: podRouteProtocol, Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("list routes: %w", err))
-	}
+	pods, err := n.podProtocolRoutes()
+	errs = append(errs, err)
 	for _, r := range pods {
 		if err := n.nh.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("delete route to %s: %w", r.Dst, err))

@@ -99,20 +99,22 @@ func loadFastPath(p fastPathParams, nh *netlink.Handle) (_ *fastPath, err error)
 			_ = f.Close()
 		}
 	}()
-	if f.pods, err = ebpf.NewMap(&ebpf.MapSpec{
-		Name: "orch_pods", Type: ebpf.Hash, KeySize: 4, ValueSize: 1, MaxEntries: 1 << 16, Flags: unix.BPF_F_NO_PREALLOC,
-	}); err != nil {
-		return nil, fmt.Errorf("pod veth map: %w", err)
+	hash := func(name string, key, value uint32) (*ebpf.Map, error) {
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Name: name, Type: ebpf.Hash, KeySize: key, ValueSize: value,
+			MaxEntries: 1 << 16, Flags: unix.BPF_F_NO_PREALLOC})
+		if err != nil {
+			return nil, fmt.Errorf("map %s: %w", name, err)
+		}
+		return m, nil
 	}
-	if f.vteps, err = ebpf.NewMap(&ebpf.MapSpec{
-		Name: "orch_vteps", Type: ebpf.Hash, KeySize: 8, ValueSize: 4, MaxEntries: 1 << 16, Flags: unix.BPF_F_NO_PREALLOC,
-	}); err != nil {
-		return nil, fmt.Errorf("VTEP map: %w", err)
+	if f.pods, err = hash("orch_pods", 4, 1); err != nil {
+		return nil, err
 	}
-	if f.nodes, err = ebpf.NewMap(&ebpf.MapSpec{
-		Name: "orch_nodes", Type: ebpf.Hash, KeySize: 4, ValueSize: 1, MaxEntries: 1 << 16, Flags: unix.BPF_F_NO_PREALLOC,
-	}); err != nil {
-		return nil, fmt.Errorf("node map: %w", err)
+	if f.vteps, err = hash("orch_vteps", 8, 4); err != nil {
+		return nil, err
+	}
+	if f.nodes, err = hash("orch_nodes", 4, 1); err != nil {
+		return nil, err
 	}
 	load := func(name string, insns asm.Instructions) (*ebpf.Program, error) {
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
@@ -349,7 +351,7 @@ const (
 	// bpf_skb_adjust_room flags for the encapsulation: BPF_F_ADJ_ROOM_FIXED_GSO
 	// (the pod's MSS already leaves room for the tunnel) | ENCAP_L3_IPV4 |
 	// ENCAP_L4_UDP | ENCAP_L2_ETH | ENCAP_L2(14).
-	adjRoomEncap = 1 | 1<<1 | 1<<4 | 1<<6 | ethLen<<56
+	adjRoomEncap = adjRoomFixed | 1<<1 | 1<<4 | 1<<6 | ethLen<<56
 	adjRoomFixed = 1 // BPF_F_ADJ_ROOM_FIXED_GSO
 )
 
@@ -464,7 +466,7 @@ func skbBytes(fn asm.BuiltinFunc, off int32, stack int16, n int32, onFail string
 
 // fwdProgram is orch_fwd.
 func fwdProgram(p fastPathParams, podsFD, vtepsFD int) asm.Instructions {
-	in := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
+	in := ipv4Frame()
 	in = append(in, innerChecks(p, ethLen)...)
 	in = append(in, asm.LoadMem(asm.R2, asm.R6, skbIfindex, asm.Word).WithSymbol(lL4))
 	in = append(in, fibAndTarget(podsFD)...)
@@ -480,24 +482,16 @@ func fwdProgram(p fastPathParams, podsFD, vtepsFD int) asm.Instructions {
 func decapProgram(p fastPathParams, podsFD, nodesFD int) asm.Instructions {
 	tun := func(off int16) int16 { return fpTun + off }
 	vni := p.vni
-	in := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R2, asm.R6, skbProtocol, asm.Word),
-		asm.JNE.Imm(asm.R2, be16(0x0800), lNext),
-	}
+	in := ipv4Frame()
 	// Outer IPv4 without options or fragments and no congestion mark, UDP
 	// to this node's VXLAN port, the VNI, an inner IPv4 frame for this
 	// node's VXLAN device.
 	in = append(in, loadBytes(ethLen, fpTun, VXLANOverhead)...)
+	in = append(in, plainIPv4(fpTun)...)
 	in = append(in,
-		asm.LoadMem(asm.R2, asm.RFP, tun(0), asm.Byte),
-		asm.JNE.Imm(asm.R2, 0x45, lNext),
 		asm.LoadMem(asm.R2, asm.RFP, tun(ipTOS), asm.Byte),
 		asm.And.Imm(asm.R2, 3),
 		asm.JEq.Imm(asm.R2, 3, lNext), // CE: the kernel carries it inside
-		asm.LoadMem(asm.R2, asm.RFP, tun(ipFrag), asm.Half),
-		asm.And.Imm(asm.R2, be16(0x3fff)),
-		asm.JNE.Imm(asm.R2, 0, lNext),
 		asm.LoadMem(asm.R2, asm.RFP, tun(ipProto), asm.Byte),
 		asm.JNE.Imm(asm.R2, ipprotoUDP, lNext),
 		asm.LoadMem(asm.R2, asm.RFP, tun(ipDst), asm.Word),
@@ -543,6 +537,28 @@ func decapProgram(p fastPathParams, podsFD, nodesFD int) asm.Instructions {
 	return in
 }
 
+// ipv4Frame starts a program: R6 the skb, anything but IPv4 to the normal
+// path.
+func ipv4Frame() asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R2, asm.R6, skbProtocol, asm.Word),
+		asm.JNE.Imm(asm.R2, be16(0x0800), lNext),
+	}
+}
+
+// plainIPv4 leaves the IPv4 header copied to the stack at at to the normal
+// path unless it is version 4 without options and not a fragment.
+func plainIPv4(at int16) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R2, asm.RFP, at, asm.Byte),
+		asm.JNE.Imm(asm.R2, 0x45, lNext), // version 4, no options
+		asm.LoadMem(asm.R2, asm.RFP, at+ipFrag, asm.Half),
+		asm.And.Imm(asm.R2, be16(0x3fff)), // more fragments, fragment offset
+		asm.JNE.Imm(asm.R2, 0, lNext),
+	}
+}
+
 // innerChecks copies the IPv4 header at off and the ports after it to
 // fpHdr and leaves all but unfragmented IPv4 TCP/UDP without options and
 // with TTL > 1 from an address of the cluster CIDR (a pod, or a node's
@@ -553,20 +569,9 @@ func decapProgram(p fastPathParams, podsFD, nodesFD int) asm.Instructions {
 // saw the flow begin: those keep the normal path both ways.
 func innerChecks(p fastPathParams, off int32) asm.Instructions {
 	hdr := func(o int16) int16 { return fpHdr + o }
-	in := asm.Instructions{}
-	if off == ethLen {
-		in = append(in,
-			asm.LoadMem(asm.R2, asm.R6, skbProtocol, asm.Word),
-			asm.JNE.Imm(asm.R2, be16(0x0800), lNext),
-		)
-	}
-	in = append(in, loadBytes(off, fpHdr, 24)...)
+	in := loadBytes(off, fpHdr, 24)
+	in = append(in, plainIPv4(fpHdr)...)
 	return append(in,
-		asm.LoadMem(asm.R2, asm.RFP, hdr(0), asm.Byte),
-		asm.JNE.Imm(asm.R2, 0x45, lNext), // version 4, no options
-		asm.LoadMem(asm.R2, asm.RFP, hdr(ipFrag), asm.Half),
-		asm.And.Imm(asm.R2, be16(0x3fff)), // more fragments, fragment offset
-		asm.JNE.Imm(asm.R2, 0, lNext),
 		asm.LoadMem(asm.R2, asm.RFP, hdr(ipTTL), asm.Byte),
 		asm.JLE.Imm(asm.R2, 1, lNext),
 		asm.LoadMem(asm.R2, asm.RFP, hdr(ipSrc), asm.Word),
@@ -586,10 +591,8 @@ func innerChecks(p fastPathParams, off int32) asm.Instructions {
 func fibAndTarget(podsFD int) asm.Instructions {
 	hdr := func(o int16) int16 { return fpHdr + o }
 	fib := func(o int16) int16 { return fpFib + o }
-	in := asm.Instructions{asm.StoreMem(asm.RFP, fpKey, asm.R2, asm.Word)}
-	in = append(in, zeroStack(fpFib, fibSize)...)
+	in := zeroStack(fpFib, fibSize) // R2 untouched
 	in = append(in,
-		asm.LoadMem(asm.R2, asm.RFP, fpKey, asm.Word),
 		asm.StoreMem(asm.RFP, fib(fibIfindex), asm.R2, asm.Word),
 		asm.StoreImm(asm.RFP, fib(fibFamily), afInet, asm.Byte),
 		asm.StoreMem(asm.RFP, fib(fibL4Proto), asm.R7, asm.Byte),

@@ -111,13 +111,7 @@ func TestFastPath(t *testing.T) {
 		// A VXLAN datagram to h1 from the client host, not a node: the
 		// kernel's VXLAN device (and the node's firewall before it) gets
 		// it, not orch_decap.
-		rx := func() uint64 {
-			l, err := fast[1].net.nh.LinkByName(fast[1].net.cfg.VXLANDevice)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return l.Attrs().Statistics.RxPackets
-		}
+		rx := func() uint64 { return vxlanStats(t, fast[1]).RxPackets }
 		before := rx()
 		frame := vxlanFrame(fast[1].net.vtepMAC, netip.MustParseAddr("10.42.0.99"), pb.ip.Addr.Addr(), 9, []byte("x"))
 		if err := l.Client.Do(func() error {
@@ -140,19 +134,13 @@ func TestFastPath(t *testing.T) {
 		}
 	})
 	t.Run("turned off, the filters go", func(t *testing.T) {
-		if err := normal[0].net.Close(); err != nil {
-			t.Fatal(err)
-		}
 		normal[0].cfg.NoFastPath = false
-		normal[0].start(t, t)
+		normal[0].restart(t, t)
 		if n := filterCount(t, normal[0], na); n != 1 {
 			t.Fatalf("fast path on: %d filters on the pod veth, want 1", n)
 		}
-		if err := normal[0].net.Close(); err != nil {
-			t.Fatal(err)
-		}
 		normal[0].cfg.NoFastPath = true
-		normal[0].start(t, t)
+		normal[0].restart(t, t)
 		if n := filterCount(t, normal[0], na); n != 0 {
 			t.Fatalf("fast path off: %d filters on the pod veth, want 0", n)
 		}
@@ -193,10 +181,7 @@ func TestFastPath(t *testing.T) {
 	t.Run("restart reattaches", func(t *testing.T) {
 		// The pod veth's filter outlives the old process; the new one
 		// replaces it.
-		if err := fast[1].net.Close(); err != nil {
-			t.Fatal(err)
-		}
-		fast[1].start(t, t)
+		fast[1].restart(t, t)
 		if n := mapLen(t, fast[1].net.fast.pods); n != 1 {
 			t.Errorf("pod map after restart holds %d veths, want 1", n)
 		}
@@ -279,14 +264,20 @@ func vxlanBytes(t *testing.T, nodes ...*testNode) int64 {
 	t.Helper()
 	var sum int64
 	for _, n := range nodes {
-		l, err := n.net.nh.LinkByName(n.net.cfg.VXLANDevice)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := l.Attrs().Statistics
+		s := vxlanStats(t, n)
 		sum += int64(s.TxBytes + s.RxBytes)
 	}
 	return sum
+}
+
+// vxlanStats are the node's VXLAN device's counters.
+func vxlanStats(t *testing.T, n *testNode) *netlink.LinkStatistics {
+	t.Helper()
+	l, err := n.net.nh.LinkByName(n.net.cfg.VXLANDevice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().Statistics
 }
 
 // transfer sends n bytes over TCP from `from` to addr in `to` and checks

@@ -9,14 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// inNodeNS runs fn on a thread in the node's network namespace.
-func (n *Network) inNodeNS(fn func() error) error {
-	if !n.nodeNS.IsOpen() {
-		return fn()
-	}
-	return inNS(n.nodeNS, fn)
-}
-
 // startFastPath loads the fast path (fastpath.go) for the VXLAN device
 // and uplink that Init settled on and attaches it to them and to every pod
 // veth of the node (pods set up by an earlier run of the agent among
@@ -108,22 +100,28 @@ func (n *Network) stopFastPath() {
 // podVeths lists the host ends of this node's pod veths: the links of the
 // pods' /32 routes.
 func (n *Network) podVeths() ([]netlink.Link, error) {
-	routes, err := n.nh.RouteListFiltered(netlink.FAMILY_V4,
-		&netlink.Route{Protocol: podRouteProtocol, Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	routes, err := n.podProtocolRoutes()
 	if err != nil {
-		return nil, fmt.Errorf("list pod routes: %w", err)
+		return nil, err
+	}
+	veth := map[int]bool{}
+	for _, r := range routes {
+		if r.LinkIndex > 0 && r.Type == unix.RTN_UNICAST {
+			veth[r.LinkIndex] = true
+		}
+	}
+	if len(veth) == 0 {
+		return nil, nil
+	}
+	all, err := n.nh.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
 	}
 	var links []netlink.Link
-	for _, r := range routes {
-		if r.LinkIndex <= 0 || r.Type != unix.RTN_UNICAST {
-			continue
+	for _, l := range all {
+		if veth[l.Attrs().Index] {
+			links = append(links, l)
 		}
-		l, err := n.nh.LinkByIndex(r.LinkIndex)
-		if err != nil {
-			return nil, fmt.Errorf("pod veth %d: %w", r.LinkIndex, err)
-		}
-		links = append(links, l)
 	}
 	return links, nil
 }

@@ -117,10 +117,9 @@ func (n *Network) ensurePodCIDRRoute() error {
 // podCIDRRoutes lists the destinations of the unreachable routes tagged
 // with podRouteProtocol.
 func (n *Network) podCIDRRoutes() ([]netip.Prefix, error) {
-	rs, err := n.nh.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: podRouteProtocol, Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	rs, err := n.podProtocolRoutes()
 	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
+		return nil, err
 	}
 	var out []netip.Prefix
 	for _, r := range rs {
@@ -132,4 +131,15 @@ func (n *Network) podCIDRRoutes() ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
 	}
 	return out, nil
+}
+
+// podProtocolRoutes lists the main table's routes tagged with
+// podRouteProtocol: the pods' /32 routes and the pod CIDR's unreachable one.
+func (n *Network) podProtocolRoutes() ([]netlink.Route, error) {
+	rs, err := n.nh.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: podRouteProtocol, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list pod routes: %w", err)
+	}
+	return rs, nil
 }

@@ -105,6 +105,16 @@ func (tn *testNode) start(t, owner testing.TB) {
 	tn.net = nw
 }
 
+// restart closes the node's Network and starts a fresh one, as an agent
+// restart does.
+func (tn *testNode) restart(t, owner testing.TB) {
+	t.Helper()
+	if err := tn.net.Close(); err != nil {
+		t.Fatalf("%s: Close: %v", tn.host.Role, err)
+	}
+	tn.start(t, owner)
+}
+
 func peersOf(t testing.TB, nodes []*testNode) []Peer {
 	var peers []Peer
 	for _, o := range nodes {
@@ -407,8 +417,7 @@ func TestVXLANCluster(t *testing.T) {
 		}
 		defer c.Close()
 		for _, n := range nodes {
-			n.net.Close()
-			n.start(t, top)
+			n.restart(t, top)
 		}
 		announce(t, nodes)
 		again, err := a.net.Setup(context.Background(), pa.uid, pa.ns.Path)
@@ -521,9 +530,8 @@ func TestBackendSwitch(t *testing.T) {
 	// routes via the node IPs replace them, and the pods keep their
 	// addresses and connectivity.
 	for _, n := range nodes {
-		n.net.Close()
 		n.cfg.Backend = BackendHostGW
-		n.start(t, t)
+		n.restart(t, t)
 	}
 	announce(t, nodes)
 	h, err := nodes[0].host.Handle()
@@ -887,8 +895,7 @@ func TestUpgradeFromBridge(t *testing.T) {
 	old2 := legacyPod(t, l, a, "old2")
 	pb := newPod(t, l, b, "pb")
 	ip := func(p *testPod) netip.Addr { return p.ip.Addr.Addr() }
-	a.net.Close()
-	a.start(t, t)
+	a.restart(t, t)
 	announce(t, nodes)
 	fresh := newPod(t, l, a, "fresh")
 	h, err := a.host.Handle()
@@ -939,8 +946,7 @@ func TestUpgradeFromBridge(t *testing.T) {
 	})
 	t.Run("Teardown of the last bridged pod drops the bridge", func(t *testing.T) {
 		old3 := legacyPod(t, l, a, "old3")
-		a.net.Close()
-		a.start(t, t)
+		a.restart(t, t)
 		check(t, old1, old3)
 		if err := a.net.Teardown(context.Background(), old3.uid, old3.ns.Path); err != nil {
 			t.Fatal(err)
@@ -952,8 +958,7 @@ func TestUpgradeFromBridge(t *testing.T) {
 	t.Run("Init drops an empty bridge", func(t *testing.T) {
 		old4 := legacyPod(t, l, a, "old4")
 		must(t, h.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: vethName(old4.uid)}}))
-		a.net.Close()
-		a.start(t, t)
+		a.restart(t, t)
 		if bridge() {
 			t.Error("Init kept an empty legacy bridge")
 		}

@@ -54,10 +54,15 @@ func (n *Network) writeSysctls(settings []sysctl) error {
 		}
 		return errors.Join(errs...)
 	}
+	return n.inNodeNS(write)
+}
+
+// inNodeNS runs fn on a thread in the node's network namespace.
+func (n *Network) inNodeNS(fn func() error) error {
 	if !n.nodeNS.IsOpen() {
-		return write()
+		return fn()
 	}
-	return inNS(n.nodeNS, write)
+	return inNS(n.nodeNS, fn)
 }
 
 // inNS runs fn on a locked OS thread switched into ns.
